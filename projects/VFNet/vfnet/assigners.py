@@ -1,0 +1,203 @@
+"""
+Label assignment: which ground-truth box, if any, each point of the dense grid learns.
+
+Both assigners share one interface::
+
+    matched_idxs = assigner(anchors_per_level, valid_per_level, gt_boxes)
+
+with ``anchors_per_level`` a list (one per level) of :class:`Boxes` of shape (P_l, 4) whose centres
+are the points, ``valid_per_level`` a list of bool tensors (P_l,) telling which points lie inside
+the image's own padded area, and ``gt_boxes`` the image's ground truth (G, 4) as XYXY pixels.
+They return an int64 tensor (sum P_l,) holding the index of the matched ground truth or -1.
+"""
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+from detectron2.structures import Boxes, pairwise_iou
+
+__all__ = ["ATSSAssigner", "FCOSAssigner"]
+
+_INSIDE_EPS = 0.01
+
+
+def _centers(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) XYXY -> (N, 2) (cx, cy)."""
+    return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0), dim=1)
+
+
+def _point_box_distances(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """points (P, 2), boxes (G, 4) XYXY -> (P, G, 4) distances (l, t, r, b) from points to sides."""
+    x, y = points[:, 0, None], points[:, 1, None]
+    return torch.stack(
+        (x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x, boxes[None, :, 3] - y),
+        dim=2,
+    )
+
+
+class ATSSAssigner:
+    """
+    Adaptive Training Sample Selection (Zhang et al., CVPR 2020), as the reference VFNet uses it.
+
+    Per ground truth, on each level the ``topk`` valid anchors whose centres are nearest to the
+    GT centre are candidates; the IoU threshold is mean + std (unbiased) of the candidates' IoUs;
+    a candidate is positive when its IoU reaches the threshold and its centre lies inside the GT
+    (every side distance > 0.01 px). A point claimed by several GTs takes the one of highest IoU.
+    """
+
+    assigns_padding = False  # only points inside the image's own padded area take part
+
+    def __init__(self, topk: int = 9):
+        if topk < 1:
+            raise ValueError(f"ATSSAssigner: topk must be >= 1, got {topk}")
+        self.topk = topk
+
+    @torch.no_grad()
+    def __call__(
+        self, anchors_per_level: List[Boxes], valid_per_level: List[torch.Tensor], gt_boxes: Boxes
+    ) -> torch.Tensor:
+        num_points = sum(len(a) for a in anchors_per_level)
+        device = anchors_per_level[0].tensor.device
+        matched_idxs = torch.full((num_points,), -1, dtype=torch.long, device=device)
+        num_gt = len(gt_boxes)
+        valid = torch.cat(valid_per_level)
+        valid_idxs = valid.nonzero().squeeze(1)
+        if num_gt == 0 or len(valid_idxs) == 0:
+            return matched_idxs
+
+        anchors = Boxes.cat(anchors_per_level).tensor[valid_idxs]
+        gt = gt_boxes.tensor
+        ious = pairwise_iou(Boxes(anchors), gt_boxes)  # (A, G)
+        anchor_centers = _centers(anchors)
+        distances = (anchor_centers[:, None, :] - _centers(gt)[None, :, :]).pow(2).sum(-1).sqrt()
+
+        # Candidates: per level, the topk valid anchors nearest to each GT centre.
+        num_valid_per_level = [int(v.sum()) for v in valid_per_level]
+        candidate_idxs = []
+        start = 0
+        for n in num_valid_per_level:
+            if n > 0:
+                k = min(self.topk, n)
+                _, idxs = distances[start : start + n].topk(k, dim=0, largest=False)
+                candidate_idxs.append(idxs + start)
+            start += n
+        candidate_idxs = torch.cat(candidate_idxs, dim=0)  # (K, G)
+
+        gt_range = torch.arange(num_gt, device=device)
+        candidate_ious = ious[candidate_idxs, gt_range]
+        threshold = candidate_ious.mean(0) + candidate_ious.std(0)
+        is_pos = candidate_ious >= threshold[None, :]
+
+        candidate_centers = anchor_centers[candidate_idxs]  # (K, G, 2)
+        inside = (
+            torch.stack(
+                (
+                    candidate_centers[..., 0] - gt[:, 0],
+                    candidate_centers[..., 1] - gt[:, 1],
+                    gt[:, 2] - candidate_centers[..., 0],
+                    gt[:, 3] - candidate_centers[..., 1],
+                ),
+                dim=-1,
+            ).amin(dim=-1)
+            > _INSIDE_EPS
+        )
+        is_pos &= inside
+
+        # A point claimed by several GTs keeps the one of highest IoU.
+        claimed_ious = torch.full_like(ious, -math.inf)
+        pos_anchor, pos_gt = candidate_idxs[is_pos], gt_range.expand_as(candidate_idxs)[is_pos]
+        claimed_ious[pos_anchor, pos_gt] = ious[pos_anchor, pos_gt]
+        best_iou, best_gt = claimed_ious.max(dim=1)
+        matched_valid = torch.where(best_iou > -math.inf, best_gt, torch.full_like(best_gt, -1))
+        matched_idxs[valid_idxs] = matched_valid
+        return matched_idxs
+
+
+class FCOSAssigner:
+    """
+    FCOS-style assignment (Tian et al., ICCV 2019): a point learns a GT when it lies inside the
+    GT (or, with centre sampling, inside a square of ``radius * stride`` around the GT centre,
+    cut to the GT) and the largest of its four distances to the GT's sides falls in its level's
+    regress range; among several such GTs the smallest in area wins. Validity flags are not used:
+    the reference assigns every point of the padded batch.
+    """
+
+    assigns_padding = True  # every point of the padded batch takes part (as negatives)
+
+    def __init__(
+        self,
+        strides: Sequence[int],
+        regress_ranges: Sequence[Tuple[float, float]] = (
+            (-1, 64),
+            (64, 128),
+            (128, 256),
+            (256, 512),
+            (512, 1e8),
+        ),
+        center_sampling: bool = False,
+        center_sample_radius: float = 1.5,
+    ):
+        if len(strides) != len(regress_ranges):
+            raise ValueError(
+                f"FCOSAssigner: {len(strides)} strides but {len(regress_ranges)} regress ranges"
+            )
+        self.strides = [int(s) for s in strides]
+        self.regress_ranges = [tuple(float(v) for v in r) for r in regress_ranges]
+        self.center_sampling = center_sampling
+        self.center_sample_radius = center_sample_radius
+
+    @torch.no_grad()
+    def __call__(
+        self, anchors_per_level: List[Boxes], valid_per_level: List[torch.Tensor], gt_boxes: Boxes
+    ) -> torch.Tensor:
+        if len(anchors_per_level) != len(self.strides):
+            raise ValueError(
+                f"FCOSAssigner: got {len(anchors_per_level)} levels, configured for {len(self.strides)}"
+            )
+        points = torch.cat([a.get_centers() for a in anchors_per_level])
+        num_points = points.shape[0]
+        device = points.device
+        num_gt = len(gt_boxes)
+        if num_gt == 0:
+            return torch.full((num_points,), -1, dtype=torch.long, device=device)
+        gt = gt_boxes.tensor
+        level_sizes = [len(a) for a in anchors_per_level]
+        ranges = torch.cat(
+            [points.new_tensor(r).expand(n, 2) for r, n in zip(self.regress_ranges, level_sizes)]
+        )
+        ltrb = _point_box_distances(points, gt)  # (P, G, 4)
+
+        if self.center_sampling:
+            radius = torch.cat(
+                [points.new_full((n,), s * self.center_sample_radius) for s, n in zip(self.strides, level_sizes)]
+            )[:, None]
+            center = _centers(gt)
+            sample_region = torch.stack(
+                (
+                    torch.maximum(center[:, 0] - radius, gt[:, 0]),
+                    torch.maximum(center[:, 1] - radius, gt[:, 1]),
+                    torch.minimum(center[:, 0] + radius, gt[:, 2]),
+                    torch.minimum(center[:, 1] + radius, gt[:, 3]),
+                ),
+                dim=-1,
+            )  # (P, G, 4)
+            x, y = points[:, 0, None], points[:, 1, None]
+            region_ltrb = torch.stack(
+                (
+                    x - sample_region[..., 0],
+                    y - sample_region[..., 1],
+                    sample_region[..., 2] - x,
+                    sample_region[..., 3] - y,
+                ),
+                dim=-1,
+            )
+            inside = region_ltrb.amin(dim=-1) > 0
+        else:
+            inside = ltrb.amin(dim=-1) > 0
+
+        max_distance = ltrb.amax(dim=-1)
+        in_range = (max_distance >= ranges[:, None, 0]) & (max_distance <= ranges[:, None, 1])
+        areas = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None].expand(num_points, num_gt)
+        areas = torch.where(inside & in_range, areas, torch.full_like(areas, math.inf))
+        min_area, min_area_idx = areas.min(dim=1)
+        return torch.where(min_area < math.inf, min_area_idx, torch.full_like(min_area_idx, -1))

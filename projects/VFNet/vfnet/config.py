@@ -1,0 +1,50 @@
+"""yacs configuration of VFNet (for ``DefaultPredictor`` and ``.yaml`` configs)."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_vfnet_config"]
+
+
+def add_vfnet_config(cfg) -> None:
+    """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place."""
+    v = cfg.MODEL.VFNET = CN()
+    v.NUM_CLASSES = 80
+    v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+
+    # Head
+    v.NUM_CONVS = 3  # stacked convs per tower
+    v.FEAT_CHANNELS = 256
+    v.NORM = "GN"
+    v.DCN_ON_LAST_CONV = False
+    v.GRADIENT_MUL = 0.1
+    v.BBOX_NORM_TYPE = "reg_denom"  # or "stride"
+    v.REG_DENOMS = [64, 128, 256, 512, 1024]
+    v.PRIOR_PROB = 0.01
+
+    # Assignment
+    v.USE_ATSS = True
+    v.ATSS_TOPK = 9
+    v.ANCHOR_SCALE = 8  # ATSS anchors are squares of ANCHOR_SCALE x stride
+    v.REGRESS_RANGES = [[-1, 64], [64, 128], [128, 256], [256, 512], [512, 100000000]]
+    v.CENTER_SAMPLING = False
+    v.CENTER_SAMPLE_RADIUS = 1.5
+
+    # Losses
+    v.USE_VFL = True
+    v.VFL_ALPHA = 0.75
+    v.VFL_GAMMA = 2.0
+    v.VFL_IOU_WEIGHTED = True
+    v.FOCAL_LOSS_ALPHA = 0.25
+    v.FOCAL_LOSS_GAMMA = 2.0
+    v.LOSS_CLS_WEIGHT = 1.0
+    v.LOSS_BBOX_INIT_WEIGHT = 1.5
+    v.LOSS_BBOX_REFINE_WEIGHT = 2.0
+
+    # Inference
+    v.SCORE_THRESH_TEST = 0.05
+    v.TOPK_CANDIDATES_TEST = 1000
+    v.TOPK_CANDIDATES_MODE = "pairs"  # or "points" (the original VarifocalNet repository)
+    v.NMS_TYPE = "nms"  # or "soft_nms"
+    v.NMS_THRESH_TEST = 0.6
+    v.SOFT_NMS_METHOD = "linear"
+    v.SOFT_NMS_SIGMA = 0.5
+    v.SOFT_NMS_MIN_SCORE = 0.001

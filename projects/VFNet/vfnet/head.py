@@ -1,0 +1,184 @@
+"""The VFNet head: two towers, an initial box, star-shaped deformable convs, refinement and IACS."""
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import ModulatedDeformConv2d, Scale, StarDeformConv2d
+
+__all__ = ["VFNetHead", "default_reg_denoms"]
+
+
+def default_reg_denoms(num_levels: int = 5, first: float = 64.0) -> List[float]:
+    """The reference's box normalisers: the upper end of each level's regress range, with the
+    unbounded last range replaced by twice the previous one (64, 128, 256, 512, 1024)."""
+    return [first * 2**i for i in range(num_levels)]
+
+
+class VFNetHead(nn.Module):
+    """
+    The head of VarifocalNet, shared across pyramid levels.
+
+    For each level it predicts, per location:
+
+    - an initial box (l, t, r, b) in input pixels: reg tower -> conv+GN+ReLU -> 3x3 conv ->
+      ``exp(scale_l * x) * box_normalizer_l``;
+    - star-shaped deformable-conv features, sampled at the initial box's corners, edge midpoints
+      and centre (the box is passed with its gradient scaled by ``gradient_mul``);
+    - refinement factors: star conv on the reg tower -> ReLU -> 3x3 conv -> ``exp(scale'_l * x)``,
+      multiplied into the *detached* initial box;
+    - the IoU-aware classification score (IACS) logits: star conv on the cls tower -> ReLU ->
+      3x3 conv to ``num_classes``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        num_classes: int,
+        feat_channels: int = 256,
+        stacked_convs: int = 3,
+        norm: str = "GN",
+        dcn_on_last_conv: bool = False,
+        gradient_mul: float = 0.1,
+        bbox_norm_type: str = "reg_denom",
+        reg_denoms: Sequence[float] = (64, 128, 256, 512, 1024),
+        prior_prob: float = 0.01,
+    ):
+        """
+        Args:
+            input_shape: shapes of the input feature maps, one per level (same channels).
+            num_classes: number of foreground classes.
+            feat_channels: channels of the towers and deformable convs.
+            stacked_convs: convs per tower.
+            norm: norm of the tower convs ("GN" = GroupNorm with 32 groups; "" for none).
+            dcn_on_last_conv: make the last conv of each tower a modulated deformable conv.
+            gradient_mul: strength of the gradient that flows from the star offsets back into
+                the initial box.
+            bbox_norm_type: "reg_denom" (multiply exp() by ``reg_denoms``) or "stride".
+            reg_denoms: per-level box normalisers in pixels for "reg_denom".
+            prior_prob: prior probability the classifier's bias is initialised for.
+        """
+        super().__init__()
+        in_channels = {s.channels for s in input_shape}
+        if len(in_channels) != 1:
+            raise ValueError(f"VFNetHead: all input levels must have the same channels, got {in_channels}")
+        in_channels = in_channels.pop()
+        self.strides = [int(s.stride) for s in input_shape]
+        num_levels = len(input_shape)
+        if bbox_norm_type == "reg_denom":
+            if len(reg_denoms) != num_levels:
+                raise ValueError(f"VFNetHead: {len(reg_denoms)} reg_denoms for {num_levels} levels")
+            self.box_normalizers = [float(d) for d in reg_denoms]
+        elif bbox_norm_type == "stride":
+            self.box_normalizers = [float(s) for s in self.strides]
+        else:
+            raise ValueError(f"VFNetHead: bbox_norm_type must be 'reg_denom' or 'stride', got {bbox_norm_type!r}")
+        if stacked_convs < 1:
+            raise ValueError(f"VFNetHead: stacked_convs must be >= 1, got {stacked_convs}")
+        if norm == "GN" and feat_channels % 32 != 0:
+            raise ValueError(f"VFNetHead: GroupNorm(32) needs feat_channels divisible by 32, got {feat_channels}")
+        self.num_classes = num_classes
+        self.gradient_mul = gradient_mul
+
+        def tower_conv(channels_in: int, deformable: bool) -> nn.Module:
+            if deformable:
+                return ModulatedDeformConv2d(
+                    channels_in, feat_channels, norm=get_norm(norm, feat_channels), activation=F.relu
+                )
+            return Conv2d(
+                channels_in,
+                feat_channels,
+                kernel_size=3,
+                padding=1,
+                bias=not norm,
+                norm=get_norm(norm, feat_channels),
+                activation=F.relu,
+            )
+
+        def tower() -> nn.ModuleList:
+            return nn.ModuleList(
+                [
+                    tower_conv(in_channels if i == 0 else feat_channels, dcn_on_last_conv and i == stacked_convs - 1)
+                    for i in range(stacked_convs)
+                ]
+            )
+
+        self.cls_subnet = tower()
+        self.bbox_subnet = tower()
+        self.bbox_init_conv = tower_conv(feat_channels, deformable=False)
+        self.bbox_init_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
+        self.bbox_init_scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
+        self.bbox_refine_dconv = StarDeformConv2d(feat_channels, feat_channels)
+        self.bbox_refine_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
+        self.bbox_refine_scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
+        self.cls_dconv = StarDeformConv2d(feat_channels, feat_channels)
+        self.cls_score = nn.Conv2d(feat_channels, num_classes, kernel_size=3, padding=1)
+
+        for module in self.modules():
+            if type(module) in (nn.Conv2d, Conv2d):
+                nn.init.normal_(module.weight, mean=0.0, std=0.01)
+                if module.bias is not None:
+                    nn.init.constant_(module.bias, 0.0)
+        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+        v = cfg.MODEL.VFNET
+        return {
+            "input_shape": input_shape,
+            "num_classes": v.NUM_CLASSES,
+            "feat_channels": v.FEAT_CHANNELS,
+            "stacked_convs": v.NUM_CONVS,
+            "norm": v.NORM,
+            "dcn_on_last_conv": v.DCN_ON_LAST_CONV,
+            "gradient_mul": v.GRADIENT_MUL,
+            "bbox_norm_type": v.BBOX_NORM_TYPE,
+            "reg_denoms": list(v.REG_DENOMS),
+            "prior_prob": v.PRIOR_PROB,
+        }
+
+    def forward(
+        self, features: List[torch.Tensor]
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """
+        Args:
+            features: one (N, C, H_l, W_l) map per level, finest first.
+        Returns:
+            logits: per level (N, num_classes, H_l, W_l) IACS logits.
+            boxes_init: per level (N, 4, H_l, W_l) initial (l, t, r, b) in input pixels, float32.
+            boxes_refine: per level (N, 4, H_l, W_l) refined (l, t, r, b) in input pixels, float32.
+        """
+        if len(features) != len(self.strides):
+            raise ValueError(f"VFNetHead: got {len(features)} feature levels, built for {len(self.strides)}")
+        logits, boxes_init, boxes_refine = [], [], []
+        for level, x in enumerate(features):
+            cls_feat = x
+            for layer in self.cls_subnet:
+                cls_feat = layer(cls_feat)
+            reg_feat = x
+            for layer in self.bbox_subnet:
+                reg_feat = layer(reg_feat)
+
+            init_logits = self.bbox_init_pred(self.bbox_init_conv(reg_feat))
+            box_init = self.bbox_init_scales[level](init_logits).float().exp() * self.box_normalizers[level]
+
+            # Star offsets see the initial box with a damped gradient, in feature-map cells.
+            g = self.gradient_mul
+            star_box = ((1 - g) * box_init.detach() + g * box_init) / self.strides[level]
+            star_box = star_box.to(reg_feat.dtype)
+
+            refine_feat = F.relu(self.bbox_refine_dconv(reg_feat, star_box))
+            refine_factors = self.bbox_refine_scales[level](self.bbox_refine_pred(refine_feat)).float().exp()
+            box_refine = refine_factors * box_init.detach()
+
+            cls_feat = F.relu(self.cls_dconv(cls_feat, star_box))
+            logits.append(self.cls_score(cls_feat))
+            boxes_init.append(box_init)
+            boxes_refine.append(box_refine)
+        return logits, boxes_init, boxes_refine

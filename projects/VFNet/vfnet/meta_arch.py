@@ -1,0 +1,438 @@
+"""VFNet, the detector: labelling, losses and decoding around :class:`VFNetHead`."""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from detectron2.config import configurable
+from detectron2.layers import batched_nms, cat
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import Boxes, ImageList, Instances, matched_pairwise_iou
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import giou_loss, sigmoid_focal_loss
+from torch import Tensor, nn
+
+from .assigners import ATSSAssigner, FCOSAssigner
+from .head import VFNetHead
+from .losses import varifocal_loss
+from .nms import batched_soft_nms
+
+__all__ = ["VFNet", "distances_to_boxes"]
+
+# The reference adds float32 eps to every loss normaliser.
+_NORMALIZER_EPS = torch.finfo(torch.float32).eps
+
+
+def distances_to_boxes(points: Tensor, ltrb: Tensor) -> Tensor:
+    """points (..., 2) as (x, y) and distances ltrb (..., 4) -> boxes (..., 4) XYXY, all in pixels."""
+    return torch.stack(
+        (
+            points[..., 0] - ltrb[..., 0],
+            points[..., 1] - ltrb[..., 1],
+            points[..., 0] + ltrb[..., 2],
+            points[..., 1] + ltrb[..., 3],
+        ),
+        dim=-1,
+    )
+
+
+def _mean_over_workers(value: Tensor) -> Tensor:
+    """Average a tensor over all workers; called on every rank, whatever its data."""
+    if comm.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / comm.get_world_size()
+    return value
+
+
+@META_ARCH_REGISTRY.register()
+class VFNet(DenseDetector):
+    """
+    VarifocalNet (Zhang et al., CVPR 2021): a dense detector that ranks its boxes by an IoU-aware
+    classification score trained with the Varifocal Loss, and refines each box with features
+    sampled at the box's star-shaped key points.
+
+    In training it returns ``{"loss_cls", "loss_bbox_init", "loss_bbox_refine"}``; in inference the
+    standard ``[{"instances": Instances}]`` with ``pred_boxes``, ``scores`` and ``pred_classes``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: VFNetHead,
+        head_in_features: Optional[List[str]] = None,
+        anchor_generator: DefaultAnchorGenerator,
+        assigner,
+        num_classes: int,
+        use_vfl: bool = True,
+        vfl_alpha: float = 0.75,
+        vfl_gamma: float = 2.0,
+        vfl_iou_weighted: bool = True,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        loss_cls_weight: float = 1.0,
+        loss_bbox_init_weight: float = 1.5,
+        loss_bbox_refine_weight: float = 2.0,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_topk_mode: str = "pairs",
+        test_nms_type: str = "nms",
+        test_nms_thresh: float = 0.6,
+        soft_nms_method: str = "linear",
+        soft_nms_sigma: float = 0.5,
+        soft_nms_min_score: float = 1e-3,
+        max_detections_per_image: int = 100,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+    ):
+        """
+        Args:
+            backbone: a backbone whose ``head_in_features`` outputs feed the head (ResNet+FPN P3-P7).
+            head: the :class:`VFNetHead`.
+            head_in_features: backbone outputs used, finest first (default: all, by stride).
+            anchor_generator: one square anchor per location; its centres are the points the
+                boxes are measured from (offset 0 for ATSS, 0.5 for the FCOS assigner) and its
+                boxes (side 8 x stride) are the anchors ATSS matches.
+            assigner: :class:`ATSSAssigner` or :class:`FCOSAssigner`.
+            num_classes: number of foreground classes.
+            use_vfl: train the classifier with the Varifocal Loss on IoU targets (True) or with
+                the focal loss on hard labels (False).
+            vfl_alpha, vfl_gamma, vfl_iou_weighted: Varifocal Loss parameters.
+            focal_loss_alpha, focal_loss_gamma: focal loss parameters for ``use_vfl=False``.
+            loss_cls_weight, loss_bbox_init_weight, loss_bbox_refine_weight: loss weights.
+            test_score_thresh: keep (point, class) pairs whose score is above this.
+            test_topk_candidates: per level, keep at most this many candidates before NMS.
+            test_topk_mode: "pairs" (threshold, then the top (point, class) pairs: MMDetection
+                >= 2.18 and the fixtures) or "points" (the top points by best class score,
+                then threshold: the original VarifocalNet repository).
+            test_nms_type: "nms" or "soft_nms"; class-wise either way.
+            test_nms_thresh: IoU threshold of the NMS.
+            soft_nms_method, soft_nms_sigma, soft_nms_min_score: Soft-NMS parameters.
+            max_detections_per_image: detections kept per image after NMS.
+            pixel_mean, pixel_std: normalisation, in the channel order of the input images.
+            input_format: channel order of the input images ("RGB" for the reference's weights).
+        """
+        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        if head.num_classes != num_classes:
+            raise ValueError(f"VFNet: head predicts {head.num_classes} classes but num_classes={num_classes}")
+        if anchor_generator.num_cell_anchors != [1] * len(anchor_generator.num_cell_anchors):
+            raise ValueError("VFNet: the anchor generator must place exactly one anchor per location")
+        if test_topk_mode not in ("pairs", "points"):
+            raise ValueError(f"VFNet: test_topk_mode must be 'pairs' or 'points', got {test_topk_mode!r}")
+        if test_nms_type not in ("nms", "soft_nms"):
+            raise ValueError(f"VFNet: test_nms_type must be 'nms' or 'soft_nms', got {test_nms_type!r}")
+        self.anchor_generator = anchor_generator
+        self.assigner = assigner
+        self.num_classes = num_classes
+        self.use_vfl = use_vfl
+        self.vfl_alpha = vfl_alpha
+        self.vfl_gamma = vfl_gamma
+        self.vfl_iou_weighted = vfl_iou_weighted
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.loss_cls_weight = loss_cls_weight
+        self.loss_bbox_init_weight = loss_bbox_init_weight
+        self.loss_bbox_refine_weight = loss_bbox_refine_weight
+        self.test_score_thresh = test_score_thresh
+        self.test_topk_candidates = test_topk_candidates
+        self.test_topk_mode = test_topk_mode
+        self.test_nms_type = test_nms_type
+        self.test_nms_thresh = test_nms_thresh
+        self.soft_nms_method = soft_nms_method
+        self.soft_nms_sigma = soft_nms_sigma
+        self.soft_nms_min_score = soft_nms_min_score
+        self.max_detections_per_image = max_detections_per_image
+        self.input_format = input_format
+
+    @classmethod
+    def from_config(cls, cfg):
+        v = cfg.MODEL.VFNET
+        backbone = build_backbone(cfg)
+        backbone_shape = backbone.output_shape()
+        missing = [f for f in v.IN_FEATURES if f not in backbone_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.VFNET.IN_FEATURES names {missing}, which the backbone does not output "
+                f"(it gives {sorted(backbone_shape)})"
+            )
+        feature_shapes = [backbone_shape[f] for f in v.IN_FEATURES]
+        strides = [s.stride for s in feature_shapes]
+        if v.USE_ATSS:
+            assigner = ATSSAssigner(topk=v.ATSS_TOPK)
+        else:
+            assigner = FCOSAssigner(
+                strides,
+                regress_ranges=[tuple(r) for r in v.REGRESS_RANGES],
+                center_sampling=v.CENTER_SAMPLING,
+                center_sample_radius=v.CENTER_SAMPLE_RADIUS,
+            )
+        return {
+            "backbone": backbone,
+            "head": VFNetHead(cfg, feature_shapes),
+            "head_in_features": list(v.IN_FEATURES),
+            "anchor_generator": DefaultAnchorGenerator(
+                sizes=[[v.ANCHOR_SCALE * s] for s in strides],
+                aspect_ratios=[1.0],
+                strides=strides,
+                offset=0.0 if v.USE_ATSS else 0.5,
+            ),
+            "assigner": assigner,
+            "num_classes": v.NUM_CLASSES,
+            "use_vfl": v.USE_VFL,
+            "vfl_alpha": v.VFL_ALPHA,
+            "vfl_gamma": v.VFL_GAMMA,
+            "vfl_iou_weighted": v.VFL_IOU_WEIGHTED,
+            "focal_loss_alpha": v.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": v.FOCAL_LOSS_GAMMA,
+            "loss_cls_weight": v.LOSS_CLS_WEIGHT,
+            "loss_bbox_init_weight": v.LOSS_BBOX_INIT_WEIGHT,
+            "loss_bbox_refine_weight": v.LOSS_BBOX_REFINE_WEIGHT,
+            "test_score_thresh": v.SCORE_THRESH_TEST,
+            "test_topk_candidates": v.TOPK_CANDIDATES_TEST,
+            "test_topk_mode": v.TOPK_CANDIDATES_MODE,
+            "test_nms_type": v.NMS_TYPE,
+            "test_nms_thresh": v.NMS_THRESH_TEST,
+            "soft_nms_method": v.SOFT_NMS_METHOD,
+            "soft_nms_sigma": v.SOFT_NMS_SIGMA,
+            "soft_nms_min_score": v.SOFT_NMS_MIN_SCORE,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    # ------------------------------------------------------------------ training
+
+    def forward_training(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+        gt_instances: List[Instances],
+    ) -> Dict[str, Tensor]:
+        logits, boxes_init, boxes_refine = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 4]
+        )
+        anchors = self.anchor_generator(features)
+        valid = self.valid_points(features, images)
+        gt_labels, gt_boxes = self.label_points(anchors, valid, gt_instances)
+        return self.losses(anchors, valid, logits, boxes_init, boxes_refine, gt_labels, gt_boxes)
+
+    def valid_points(self, features: List[Tensor], images: ImageList) -> List[List[Tensor]]:
+        """
+        Which points lie inside each image's own padded area (its size rounded up to the
+        backbone's size divisibility), like the reference's anchor validity flags.
+
+        Returns:
+            per image, per level, a bool tensor (H_l * W_l,) in row-major order.
+        """
+        divisor = max(int(self.backbone.size_divisibility), 1)
+        valid = []
+        for height, width in images.image_sizes:
+            pad_h = int(math.ceil(height / divisor)) * divisor
+            pad_w = int(math.ceil(width / divisor)) * divisor
+            per_level = []
+            for feature, stride in zip(features, self.anchor_generator.strides):
+                h, w = feature.shape[-2:]
+                rows = torch.arange(h, device=feature.device) < math.ceil(pad_h / stride)
+                cols = torch.arange(w, device=feature.device) < math.ceil(pad_w / stride)
+                per_level.append((rows[:, None] & cols[None, :]).reshape(-1))
+            valid.append(per_level)
+        return valid
+
+    @torch.no_grad()
+    def label_points(
+        self, anchors: List[Boxes], valid: List[List[Tensor]], gt_instances: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """
+        Returns:
+            gt_labels: per image (P,) int64 class of each point, ``num_classes`` for background.
+            gt_boxes: per image (P, 4) XYXY ground truth of each point (zeros for background).
+        """
+        gt_labels, gt_boxes = [], []
+        for valid_per_image, instances in zip(valid, gt_instances):
+            matched = self.assigner(anchors, valid_per_image, instances.gt_boxes)
+            foreground = matched >= 0
+            if len(instances) > 0:
+                index = matched.clamp(min=0)
+                labels = torch.where(
+                    foreground, instances.gt_classes[index], torch.full_like(matched, self.num_classes)
+                )
+                boxes = instances.gt_boxes.tensor[index] * foreground[:, None]
+            else:
+                labels = torch.full_like(matched, self.num_classes)
+                boxes = torch.zeros((len(matched), 4), device=matched.device)
+            gt_labels.append(labels)
+            gt_boxes.append(boxes)
+        return gt_labels, gt_boxes
+
+    def losses(
+        self,
+        anchors: List[Boxes],
+        valid: List[List[Tensor]],
+        logits: List[Tensor],
+        boxes_init: List[Tensor],
+        boxes_refine: List[Tensor],
+        gt_labels: List[Tensor],
+        gt_boxes: List[Tensor],
+    ) -> Dict[str, Tensor]:
+        """
+        Args:
+            anchors: per level, (P_l, 4) anchors whose centres are the points.
+            valid: per image, per level, (P_l,) validity of the points.
+            logits: per level (N, P_l, C) classification logits.
+            boxes_init, boxes_refine: per level (N, P_l, 4) predicted (l, t, r, b) in pixels.
+            gt_labels, gt_boxes: per image, from :meth:`label_points`.
+        """
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, P)
+        gt_boxes = torch.stack(gt_boxes)  # (N, P, 4)
+        logits = cat(logits, dim=1)  # (N, P, C)
+        boxes_init = cat(boxes_init, dim=1)
+        boxes_refine = cat(boxes_refine, dim=1)
+        points = Boxes.cat(anchors).get_centers()  # (P, 2)
+
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos = pos_mask.sum()
+        get_event_storage().put_scalar("num_pos_points", num_pos.item() / num_images)
+        pos_normalizer = max(_mean_over_workers(num_pos.float()).item(), 1.0)
+
+        pos_images, pos_points = pos_mask.nonzero(as_tuple=True)
+        pos_xy = points[pos_points]
+        pos_targets = gt_boxes[pos_images, pos_points]
+        pos_init = distances_to_boxes(pos_xy, boxes_init[pos_images, pos_points])
+        pos_refine = distances_to_boxes(pos_xy, boxes_refine[pos_images, pos_points])
+
+        loss_bbox_init, _ = self._iou_weighted_giou_loss(pos_init, pos_targets)
+        loss_bbox_refine, iou_refine = self._iou_weighted_giou_loss(pos_refine, pos_targets)
+
+        if self.use_vfl:
+            cls_targets = torch.zeros_like(logits, dtype=torch.float32)
+            cls_targets[pos_images, pos_points, gt_labels[pos_images, pos_points]] = iou_refine
+            loss_cls = varifocal_loss(
+                logits.float(),
+                cls_targets,
+                alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma,
+                iou_weighted=self.vfl_iou_weighted,
+                reduction="sum",
+            )
+        else:
+            one_hot = torch.zeros_like(logits, dtype=torch.float32)
+            one_hot[pos_images, pos_points, gt_labels[pos_images, pos_points]] = 1.0
+            loss_per_point = sigmoid_focal_loss(
+                logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none"
+            )
+            if getattr(self.assigner, "assigns_padding", False):
+                loss_cls = loss_per_point.sum()
+            else:
+                weights = torch.stack([cat(v) for v in valid]).to(loss_per_point.dtype)  # (N, P)
+                loss_cls = (loss_per_point * weights[..., None]).sum()
+
+        return {
+            "loss_cls": self.loss_cls_weight * loss_cls / (pos_normalizer + _NORMALIZER_EPS),
+            "loss_bbox_init": self.loss_bbox_init_weight * loss_bbox_init,
+            "loss_bbox_refine": self.loss_bbox_refine_weight * loss_bbox_refine,
+        }
+
+    def _iou_weighted_giou_loss(self, pred: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+        """
+        GIoU loss of (K, 4) predicted vs target XYXY boxes, each weighted by its detached IoU
+        (clamped >= 1e-6) and normalised by the sum of those weights over workers (at least 1).
+
+        Returns:
+            (loss, iou): the normalised loss (unweighted by the loss weight) and the (K,) IoUs.
+        """
+        iou = matched_pairwise_iou(Boxes(pred.detach()), Boxes(target)).clamp(min=1e-6)
+        normalizer = _mean_over_workers(iou.sum()).clamp(min=1.0).item()
+        loss = (giou_loss(pred, target, reduction="none") * iou).sum()
+        return loss / (normalizer + _NORMALIZER_EPS), iou
+
+    # ------------------------------------------------------------------ inference
+
+    def forward_inference(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+    ) -> List[Instances]:
+        logits, _, boxes_refine = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 4]
+        )
+        anchors = self.anchor_generator(features)
+        points = [a.get_centers() for a in anchors]
+        results = []
+        for img_idx, image_size in enumerate(images.image_sizes):
+            scores_per_image = [x[img_idx].sigmoid() for x in logits]
+            boxes_per_image = [x[img_idx] for x in boxes_refine]
+            results.append(self.inference_single_image(points, scores_per_image, boxes_per_image, image_size))
+        return results
+
+    def inference_single_image(
+        self,
+        points: List[Tensor],
+        scores: List[Tensor],
+        ltrb: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """
+        Args:
+            points: per level (P_l, 2) point coordinates (x, y) in pixels.
+            scores: per level (P_l, C) class scores in [0, 1].
+            ltrb: per level (P_l, 4) refined distances (l, t, r, b) in pixels.
+            image_size: (height, width) of the image before padding; boxes are clipped to it.
+        """
+        all_boxes, all_scores, all_classes = [], [], []
+        for points_l, scores_l, ltrb_l in zip(points, scores, ltrb):
+            point_idx, class_idx, cand_scores = self._select_candidates(scores_l)
+            boxes = Boxes(distances_to_boxes(points_l[point_idx], ltrb_l[point_idx]))
+            boxes.clip(image_size)
+            all_boxes.append(boxes.tensor)
+            all_scores.append(cand_scores)
+            all_classes.append(class_idx)
+        boxes, scores_all, classes = cat(all_boxes), cat(all_scores), cat(all_classes)
+
+        if self.test_nms_type == "soft_nms":
+            keep, scores_all_kept = batched_soft_nms(
+                boxes,
+                scores_all,
+                classes,
+                iou_threshold=self.test_nms_thresh,
+                sigma=self.soft_nms_sigma,
+                min_score=self.soft_nms_min_score,
+                method=self.soft_nms_method,
+            )
+            keep = keep[: self.max_detections_per_image]
+            scores_kept = scores_all_kept[: self.max_detections_per_image]
+        else:
+            keep = batched_nms(boxes, scores_all, classes, self.test_nms_thresh)[: self.max_detections_per_image]
+            scores_kept = scores_all[keep]
+
+        result = Instances(image_size)
+        result.pred_boxes = Boxes(boxes[keep])
+        result.scores = scores_kept
+        result.pred_classes = classes[keep]
+        return result
+
+    def _select_candidates(self, scores: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(P, C) scores of one level -> (point index, class index, score) of the candidates."""
+        topk = self.test_topk_candidates
+        if self.test_topk_mode == "points" and 0 < topk < scores.shape[0]:
+            point_order = scores.max(dim=1).values.topk(topk).indices
+            point_idx, class_idx = (scores[point_order] > self.test_score_thresh).nonzero(as_tuple=True)
+            point_idx = point_order[point_idx]
+            return point_idx, class_idx, scores[point_idx, class_idx]
+        keep = scores > self.test_score_thresh
+        cand_scores = scores[keep]
+        candidates = keep.nonzero()
+        cand_scores, order = cand_scores.sort(descending=True)
+        if topk > 0:
+            order, cand_scores = order[:topk], cand_scores[:topk]
+        candidates = candidates[order]
+        return candidates[:, 0], candidates[:, 1], cand_scores
