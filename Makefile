@@ -1,0 +1,44 @@
+# VFNet for Detectron2. `make install` then `make test`; see README.md.
+#
+# Variables (make VAR=value ...):
+#   VENV       environment to create or use                  (default: .venv)
+#   PYTHON     interpreter that creates VENV                 (default: python3)
+#   D2_SOURCE  where detectron2 comes from: auto | git | pypi | /path/to/detectron2
+#   WITH_CUDA  CUDA kernels of vfnet._C: auto | 1 | 0
+#   FORCE      FORCE=1 redoes every install step
+#   PYTEST_ARGS extra pytest arguments, e.g. PYTEST_ARGS="-k star -x"
+
+VENV ?= .venv
+PYTHON ?= python3
+D2_SOURCE ?= auto
+WITH_CUDA ?= auto
+FORCE ?= 0
+PYTEST_ARGS ?=
+
+VENV_PYTHON := $(VENV)/bin/python
+
+.PHONY: help install test clean distclean
+
+help:
+	@echo "make install    create $(VENV) and install torch, detectron2 and vfnet (builds vfnet._C)"
+	@echo "make test       run the test suite"
+	@echo "make clean      remove build products (the extension is rebuilt by the next install)"
+	@echo "make distclean  clean, and remove $(VENV) and .cache"
+
+install:
+	$(PYTHON) tools/install.py --venv "$(VENV)" --d2-source "$(D2_SOURCE)" \
+		--with-cuda "$(WITH_CUDA)" $(if $(filter 1 yes true,$(FORCE)),--force)
+
+# pytest exits with 5 when it collects no test: report it, but do not fail on it.
+test:
+	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
+	$(VENV_PYTHON) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf build projects/VFNet/vfnet/_C.*.so
+	find projects tests tools -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f "$(VENV)/vfnet-install.txt"
+
+distclean: clean
+	rm -rf "$(VENV)" .cache
