@@ -9,7 +9,8 @@ from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
-from detectron2.structures import Boxes, ImageList, Instances, matched_pairwise_iou
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, sigmoid_focal_loss
