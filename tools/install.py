@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -242,7 +243,7 @@ def install_detectron2_local(env, source):
     return {"detectron2_path": "local", "detectron2_source": str(path)}
 
 
-def fetch_verified_sdist(env):
+def fetch_verified_sdist():
     """The sdist of pb1-detectron2==0.6, downloaded once into .cache/ and sha256-verified."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     target = CACHE_DIR / D2_SDIST["filename"]
@@ -251,25 +252,20 @@ def fetch_verified_sdist(env):
         info(f"using the cached {target.relative_to(ROOT)} (sha256 verified)")
         return target
     target.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        req = Path(tmp) / "requirements.txt"
-        req.write_text(f"{D2_SDIST['requirement']} --hash=sha256:{want}\n")
-        dest = Path(tmp) / "dl"
-        # pip reads the sdist's metadata by running its setup.py, which imports torch: hence
-        # --no-build-isolation (torch is in this environment). --require-hashes: pip checks too.
-        rc = env.pip(
-            "download", "--no-deps", "--no-build-isolation", "--require-hashes",
-            "-r", req, "-d", dest, check=False,
-        )
-        got = dest / D2_SDIST["filename"]
-        if rc != 0 or not got.is_file():
-            warn(f"pip download failed; fetching {D2_SDIST['url']} directly")
-            got = Path(tmp) / D2_SDIST["filename"]
-            try:
-                with urllib.request.urlopen(D2_SDIST["url"], timeout=120) as r, open(got, "wb") as f:
-                    shutil.copyfileobj(r, f)
-            except OSError as e:
-                raise InstallError(f"could not download {D2_SDIST['url']}: {e}") from e
+    # Not `pip download`: pip reads the sdist's metadata and then refuses it ("Distributions from
+    # PyPI cannot declare direct URL dependencies": its [all] extra names a GitHub zip), even with
+    # --no-deps. So fetch the file from the package index directly and check its sha256 here.
+    url = os.environ.get("D2_SDIST_URL", D2_SDIST["url"])  # e.g. a mirror; sha256 still checked
+    info(f"downloading {url}")
+    cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+    context = ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        got = Path(tmp) / D2_SDIST["filename"]
+        try:
+            with urllib.request.urlopen(url, timeout=120, context=context) as r, open(got, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise InstallError(f"could not download {url}: {e}") from e
         have = sha256_of(got)
         if have != want:
             raise InstallError(
@@ -313,7 +309,7 @@ def assemble_fallback(sdist):
 
 
 def install_detectron2_fallback(env, probe):
-    sdist = fetch_verified_sdist(env)
+    sdist = fetch_verified_sdist()
     pkg = assemble_fallback(sdist)
     d2 = probe.get("detectron2", {})
     other = d2.get("distribution")

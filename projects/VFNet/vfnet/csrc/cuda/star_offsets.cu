@@ -1,12 +1,14 @@
 // CUDA kernels of vfnet::star_offsets and vfnet::star_offsets_backward.
 // Compiled only when the extension is built with CUDA; the dispatcher sends
 // CUDA tensors here and CPU tensors to cpu/star_offsets.cpp.
+// Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which needs the cuSPARSE/cuBLAS headers
+// that a minimal CUDA toolkit lacks).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -67,7 +69,7 @@ at::Tensor star_offsets_cuda(const at::Tensor& ltrb_in) {
   if (total == 0) {
     return out;
   }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, ltrb.scalar_type(),
       "vfnet::star_offsets (CUDA)", [&] {
@@ -90,7 +92,7 @@ at::Tensor star_offsets_backward_cuda(const at::Tensor& grad_in) {
   if (total == 0) {
     return grad_ltrb;
   }
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, grad.scalar_type(),
       "vfnet::star_offsets_backward (CUDA)", [&] {
