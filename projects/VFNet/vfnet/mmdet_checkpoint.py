@@ -106,6 +106,10 @@ def convert_mmdet_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[str
     ``num_batches_tracked`` buffers are dropped (Detectron2's FrozenBatchNorm2d has none).
     Raises :class:`UnsupportedCheckpointError` naming what it does not understand.
     """
+    if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
+        raise UnsupportedCheckpointError(
+            f"expected a state dict (names to tensors), got {type(state_dict).__name__}"
+        )
     keys = [k for k in state_dict if not k.endswith("num_batches_tracked")]
     _check_architecture(keys)
 

@@ -1,0 +1,134 @@
+"""Parity with the reference (MMDetection) on every fixture, and the checkpoint converter."""
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from vfnet.mmdet_checkpoint import (
+    UnsupportedCheckpointError,
+    convert_mmdet_state_dict,
+    converted_checkpoint,
+    extract_state_dict,
+)
+from vfnet.mmdet_parity import TOLERANCES, build_vfnet_from_mmdet_config, check_fixture, decode_fixture_weights, load_fixture
+from vfnet_test_utils import FIXTURES_DIR, REPO_ROOT, fixture_paths
+
+FIXTURES = fixture_paths()
+needs_fixtures = unittest.skipIf(not FIXTURES, f"no reference fixtures in {FIXTURES_DIR}")
+
+
+@needs_fixtures
+class FixtureParityTest(unittest.TestCase):
+    def test_every_fixture(self):
+        for path in FIXTURES:
+            with self.subTest(fixture=os.path.basename(path)):
+                report = check_fixture(load_fixture(path))
+                self.assertEqual(report["missing_keys"], [])
+                self.assertEqual(report["unexpected_keys"], [])
+                for name, diff in report["head_max_abs"].items():
+                    self.assertLessEqual(diff, TOLERANCES["head_abs"], name)
+                for name, rel in {**report["losses_rel"], **report.get("empty_gt_losses_rel", {})}.items():
+                    self.assertLessEqual(rel, TOLERANCES["loss_rel"], name)
+                for key in ("detections", "detections_small_nms_pre"):
+                    dets = report[key]
+                    self.assertTrue(dets["counts_equal"] and dets["labels_equal"], f"{key}: {dets}")
+                    self.assertLessEqual(dets["box_max_abs"], TOLERANCES["box_abs"])
+                    self.assertLessEqual(dets["score_max_abs"], TOLERANCES["score_abs"])
+                    self.assertGreater(sum(c[0] for c in dets["counts"]), 0)
+                self.assertTrue(report["ok"])
+
+    def test_cli_passes_and_fails(self):
+        tool = os.path.join(REPO_ROOT, "tools", "check_mmdet_parity.py")
+        ok = subprocess.run([sys.executable, tool, FIXTURES[0]], capture_output=True, text=True)
+        self.assertEqual(ok.returncode, 0, ok.stdout + ok.stderr)
+        self.assertIn('"ok": true', ok.stdout)
+        # A fixture whose reference outputs no longer match its weights must fail the check.
+        fixture = load_fixture(FIXTURES[0])
+        fixture["head_outputs_train"]["cls_scores"][0] = fixture["head_outputs_train"]["cls_scores"][0] + 1e-3
+        fixture["losses"]["loss_cls"] = fixture["losses"]["loss_cls"] * 1.001
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "tampered.pt")
+            torch.save(fixture, path)
+            bad = subprocess.run([sys.executable, tool, path], capture_output=True, text=True)
+        self.assertEqual(bad.returncode, 1, bad.stdout + bad.stderr)
+        self.assertIn('"ok": false', bad.stdout)
+
+    def test_converted_checkpoint_loads_cleanly(self):
+        fixture = load_fixture(FIXTURES[0])
+        weights = decode_fixture_weights(fixture)
+        model = build_vfnet_from_mmdet_config(fixture["meta"]["model_cfg"], fixture["meta"])
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = os.path.join(tmp, "mmdet.pth"), os.path.join(tmp, "d2.pth")
+            torch.save({"meta": {"mmdet_version": "2.28.2"}, "state_dict": weights}, src)
+            tool = os.path.join(REPO_ROOT, "tools", "convert_mmdet_checkpoint.py")
+            run = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            DetectionCheckpointer(model).load(dst)
+            converted = torch.load(dst, weights_only=False)["model"]
+        state = model.state_dict()
+        self.assertEqual(set(converted), set(state))
+        for key, value in converted.items():
+            self.assertTrue(torch.equal(state[key], value.to(state[key].dtype)), key)
+
+
+class ConverterRefusalTest(unittest.TestCase):
+    def _head(self):
+        return {
+            "backbone.conv1.weight": torch.zeros(1),
+            "backbone.layer1.0.conv1.weight": torch.zeros(1),
+            "neck.lateral_convs.0.conv.weight": torch.zeros(1),
+            "bbox_head.vfnet_cls.weight": torch.zeros(1),
+        }
+
+    def test_two_stage_detector(self):
+        sd = {**self._head(), "roi_head.bbox_head.fc_cls.weight": torch.zeros(1)}
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "roi_head"):
+            convert_mmdet_state_dict(sd)
+
+    def test_other_head(self):
+        sd = self._head()
+        del sd["bbox_head.vfnet_cls.weight"]
+        sd["bbox_head.atss_cls.weight"] = torch.zeros(1)
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "not a VFNetHead"):
+            convert_mmdet_state_dict(sd)
+
+    def test_deformable_backbone(self):
+        sd = {**self._head(), "backbone.layer2.0.conv2.conv_offset.weight": torch.zeros(1)}
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "deformable"):
+            convert_mmdet_state_dict(sd)
+
+    def test_pafpn_neck(self):
+        sd = {**self._head(), "neck.pafpn_convs.0.conv.weight": torch.zeros(1)}
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "PAFPN"):
+            convert_mmdet_state_dict(sd)
+
+    def test_unknown_key(self):
+        sd = {**self._head(), "bbox_head.vfnet_centerness.weight": torch.zeros(1)}
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "vfnet_centerness"):
+            convert_mmdet_state_dict(sd)
+
+    def test_not_a_checkpoint(self):
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "expected an MMDetection checkpoint"):
+            extract_state_dict([1, 2])
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "no 'state_dict' of tensors"):
+            extract_state_dict({"epoch": 12, "optimizer": {}})
+        with self.assertRaisesRegex(UnsupportedCheckpointError, "expected a state dict"):
+            converted_checkpoint([1, 2])  # type: ignore[arg-type]
+
+    def test_cli_refuses_with_message(self):
+        tool = os.path.join(REPO_ROOT, "tools", "convert_mmdet_checkpoint.py")
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "frcnn.pth")
+            torch.save({"state_dict": {**self._head(), "rpn_head.rpn_cls.weight": torch.zeros(1)}}, src)
+            run = subprocess.run([sys.executable, tool, src, os.path.join(tmp, "out.pth")], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 2)
+            self.assertIn("rpn_head", run.stderr)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "out.pth")))
+
+
+if __name__ == "__main__":
+    unittest.main()

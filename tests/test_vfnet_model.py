@@ -1,0 +1,212 @@
+"""The whole detector on CPU: training with and without ground truth, inference, decoding."""
+import math
+import unittest
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from vfnet import FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
+from vfnet.meta_arch import distances_to_boxes
+from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
+
+
+def _batch(with_gt=True):
+    # Sizes that are not multiples of 32 exercise the per-image padded area.
+    sizes = [(200, 250), (200, 249)]
+    inputs = []
+    for i, (h, w) in enumerate(sizes):
+        boxes, classes = ([[20, 30, 120, 150], [100, 40, 240, 190]], [1, 3]) if with_gt else ([], [])
+        inputs.append({"image": random_image(h, w, seed=i), "instances": make_instances((h, w), boxes, classes)})
+    return inputs
+
+
+class VFNetTrainingTest(unittest.TestCase):
+    def _train_step(self, model, inputs):
+        model.train()
+        with EventStorage():
+            losses = model(inputs)
+            total = sum(losses.values())
+            total.backward()
+        return losses
+
+    def test_losses_and_gradients(self):
+        model = small_vfnet()
+        losses = self._train_step(model, _batch())
+        self.assertEqual(set(losses), {"loss_cls", "loss_bbox_init", "loss_bbox_refine"})
+        for name, value in losses.items():
+            self.assertTrue(math.isfinite(value.item()), name)
+            self.assertGreater(value.item(), 0.0, name)
+        # GIoU losses lie in [0, 2] per box before their weights (1.5, 2.0).
+        self.assertLessEqual(losses["loss_bbox_init"].item(), 1.5 * 2)
+        self.assertLessEqual(losses["loss_bbox_refine"].item(), 2.0 * 2)
+        head = model.head
+        for name in ("cls_score", "bbox_init_pred", "bbox_refine_pred", "cls_dconv", "bbox_refine_dconv"):
+            grad = getattr(head, name).weight.grad
+            self.assertIsNotNone(grad, name)
+            self.assertGreater(grad.abs().sum().item(), 0.0, name)
+        self.assertGreater(model.backbone.bottom_up.stem.conv1.weight.grad.abs().sum().item(), 0.0)
+
+    def test_image_without_ground_truth(self):
+        model = small_vfnet()
+        losses = self._train_step(model, _batch(with_gt=False))
+        self.assertEqual(losses["loss_bbox_init"].item(), 0.0)
+        self.assertEqual(losses["loss_bbox_refine"].item(), 0.0)
+        self.assertTrue(math.isfinite(losses["loss_cls"].item()))
+        self.assertGreater(losses["loss_cls"].item(), 0.0)
+        self.assertTrue(losses["loss_bbox_init"].requires_grad)
+        self.assertGreater(model.head.cls_score.weight.grad.abs().sum().item(), 0.0)
+
+    def test_mixed_batch_and_dcn_and_fcos_assigner(self):
+        inputs = _batch()
+        inputs[1]["instances"] = make_instances((200, 249), [], [])
+        model = small_vfnet(dcn_on_last_conv=True, assigner=FCOSAssigner(STRIDES, center_sampling=True))
+        losses = self._train_step(model, inputs)
+        self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
+        self.assertGreater(model.head.cls_subnet[-1].conv_offset.weight.grad.abs().sum().item(), 0.0)
+
+    def test_focal_loss_option(self):
+        model = small_vfnet(use_vfl=False)
+        losses = self._train_step(model, _batch())
+        self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
+
+    def test_positives_are_counted(self):
+        model = small_vfnet()
+        model.train()
+        with EventStorage() as storage:
+            model(_batch())
+            num_pos = storage.history("num_pos_points").latest()
+        self.assertGreater(num_pos, 0)
+
+
+class VFNetInferenceTest(unittest.TestCase):
+    def test_outputs_in_original_resolution(self):
+        model = small_vfnet(test_score_thresh=0.0)
+        model.eval()
+        inputs = [{"image": random_image(200, 250), "height": 400, "width": 500}]
+        with torch.no_grad():
+            (out,) = model(inputs)
+        inst = out["instances"]
+        self.assertEqual(inst.image_size, (400, 500))
+        self.assertEqual(len(inst), 100)  # score 0 keeps everything; capped by max_detections_per_image
+        boxes = inst.pred_boxes.tensor
+        self.assertTrue((boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 500).all())
+        self.assertTrue((boxes[:, 1] >= 0).all() and (boxes[:, 3] <= 400).all())
+        self.assertTrue((inst.scores[:-1] >= inst.scores[1:]).all())
+        self.assertTrue(((inst.pred_classes >= 0) & (inst.pred_classes < 5)).all())
+
+    def test_decode_and_clip(self):
+        model = small_vfnet(test_score_thresh=0.5, test_nms_thresh=0.6, max_detections_per_image=10)
+        points = [torch.tensor([[10.0, 20.0], [30.0, 40.0]])]
+        scores = [torch.tensor([[0.9, 0.1], [0.2, 0.7]])]
+        ltrb = [torch.tensor([[5.0, 30.0, 100.0, 2.0], [1.0, 2.0, 3.0, 4.0]])]
+        inst = model.inference_single_image(points, scores, ltrb, (50, 60))
+        # (10 - 5, 20 - 30, 10 + 100, 20 + 2) clipped to width 60 / height 50.
+        self.assertEqual(inst.pred_boxes.tensor.tolist(), [[5.0, 0.0, 60.0, 22.0], [29.0, 38.0, 33.0, 44.0]])
+        self.assertEqual(inst.pred_classes.tolist(), [0, 1])
+        self.assertEqual(inst.scores.tolist(), [0.8999999761581421, 0.699999988079071])
+
+    def test_topk_modes(self):
+        # Point 0 has the best single score but point 1 has two classes above threshold.
+        scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
+        pairs = small_vfnet(test_topk_candidates=2, test_topk_mode="pairs", test_score_thresh=0.05)
+        points_mode = small_vfnet(test_topk_candidates=2, test_topk_mode="points", test_score_thresh=0.05)
+        p, c, s = pairs._select_candidates(scores)
+        self.assertEqual(list(zip(p.tolist(), c.tolist())), [(0, 0), (1, 0)])
+        p, c, s = points_mode._select_candidates(scores)
+        self.assertEqual(sorted(zip(p.tolist(), c.tolist())), [(0, 0), (1, 0), (1, 1)])
+
+    def test_classwise_nms(self):
+        model = small_vfnet(test_score_thresh=0.05, test_nms_thresh=0.6)
+        points = [torch.tensor([[50.0, 50.0], [51.0, 50.0]])]
+        ltrb = [torch.full((2, 4), 20.0)]
+        same_class = model.inference_single_image(points, [torch.tensor([[0.9, 0.0], [0.8, 0.0]])], ltrb, (100, 100))
+        other_class = model.inference_single_image(points, [torch.tensor([[0.9, 0.0], [0.0, 0.8]])], ltrb, (100, 100))
+        self.assertEqual(len(same_class), 1)
+        self.assertEqual(len(other_class), 2)
+
+    def test_distances_to_boxes(self):
+        boxes = distances_to_boxes(torch.tensor([[8.0, 16.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        self.assertEqual(boxes.tolist(), [[7.0, 14.0, 11.0, 20.0]])
+
+
+class SoftNMSTest(unittest.TestCase):
+    def test_linear_decay(self):
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 8.0], [20.0, 20.0, 30.0, 30.0]])
+        scores = torch.tensor([0.9, 0.8, 0.5])
+        labels = torch.zeros(3, dtype=torch.long)
+        keep, new_scores = batched_soft_nms(boxes, scores, labels, iou_threshold=0.5)
+        # IoU(0, 1) = 0.8 > 0.5: score 0.8 * (1 - 0.8) = 0.16, ranked after the disjoint box.
+        self.assertEqual(keep.tolist(), [0, 2, 1])
+        torch.testing.assert_close(new_scores, torch.tensor([0.9, 0.5, 0.16]))
+        keep, _ = batched_soft_nms(boxes, scores, torch.tensor([0, 1, 0]), iou_threshold=0.5)
+        self.assertEqual(keep.tolist(), [0, 1, 2])  # other class: untouched
+
+    def test_gaussian_and_min_score(self):
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+        keep, new_scores = batched_soft_nms(
+            boxes, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long), method="gaussian", sigma=0.5
+        )
+        torch.testing.assert_close(new_scores, torch.tensor([0.9, 0.8 * math.exp(-2.0)]))
+        keep, _ = batched_soft_nms(
+            boxes, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long), method="linear", iou_threshold=0.5
+        )
+        self.assertEqual(keep.tolist(), [0])  # 0.8 * (1 - 1) = 0 < min_score
+
+    def test_empty_and_bad_method(self):
+        keep, s = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        self.assertEqual(len(keep), 0)
+        with self.assertRaisesRegex(ValueError, "unknown method"):
+            batched_soft_nms(torch.zeros(1, 4), torch.zeros(1), torch.zeros(1, dtype=torch.long), method="x")
+
+    def test_model_with_soft_nms(self):
+        model = small_vfnet(test_nms_type="soft_nms", test_nms_thresh=0.65, test_score_thresh=0.0)
+        model.eval()
+        with torch.no_grad():
+            (out,) = model([{"image": random_image(128, 160)}])
+        self.assertEqual(len(out["instances"]), 100)
+
+
+class YacsConfigTest(unittest.TestCase):
+    def test_build_from_cfgnode(self):
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        cfg.MODEL.META_ARCHITECTURE = "VFNet"
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
+        cfg.MODEL.RESNETS.DEPTH = 18
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.FPN.OUT_CHANNELS = 64
+        cfg.MODEL.VFNET.FEAT_CHANNELS = 64
+        cfg.MODEL.VFNET.NUM_CLASSES = 7
+        cfg.MODEL.VFNET.USE_ATSS = False
+        model = build_model(cfg)
+        self.assertIsInstance(model, VFNet)
+        self.assertIsInstance(model.assigner, FCOSAssigner)
+        self.assertEqual(model.anchor_generator.offset, 0.5)
+        self.assertEqual(model.head.cls_score.out_channels, 7)
+        self.assertEqual(model.head.box_normalizers, [64.0, 128.0, 256.0, 512.0, 1024.0])
+        model.train()
+        with EventStorage():
+            losses = model([{"image": random_image(96, 128), "instances": make_instances((96, 128), [[10, 10, 60, 70]], [2])}])
+        self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
+
+    def test_bad_in_features(self):
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        cfg.MODEL.META_ARCHITECTURE = "VFNet"
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.VFNET.IN_FEATURES = ["p2", "p3"]
+        with self.assertRaisesRegex(ValueError, "p2"):
+            build_model(cfg)
+
+
+if __name__ == "__main__":
+    unittest.main()
