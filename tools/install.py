@@ -384,43 +384,49 @@ def ensure_detectron2(env, probe, source, record, force):
     return install_detectron2_fallback(env, probe)
 
 
-def vfnet_build_key(probe, with_cuda):
-    """Hash of everything the build of vfnet._C depends on."""
-    h = hashlib.sha256()
-    files = [ROOT / "setup.py"] + sorted((ROOT / "projects" / "VFNet" / "vfnet" / "csrc").rglob("*"))
-    for f in files:
+def vfnet_build_keys(probe, with_cuda):
+    """Hashes of what the install of vfnet (setup.py) and the build of vfnet._C depend on."""
+    setup_key = hashlib.sha256((ROOT / "setup.py").read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256(setup_key.encode())
+    for f in sorted((ROOT / "projects" / "VFNet" / "vfnet" / "csrc").rglob("*")):
         if f.is_file():
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     for k in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "FORCE_CUDA", "CXX", "CC"):
         h.update(f"{k}={os.environ.get(k, '')}\0".encode())
     h.update(f"WITH_CUDA={with_cuda}\0torch={probe.get('torch')}\0".encode())
-    return h.hexdigest()[:16]
+    return setup_key, h.hexdigest()[:16]
 
 
 def ensure_vfnet(env, probe, record, with_cuda, force):
+    """Returns (record entries, whether something was built)."""
     vf = probe.get("vfnet", {})
-    key = vfnet_build_key(probe, with_cuda)
-    up_to_date = (
-        vf.get("editable_here")
-        and vf.get("works")
-        and record.get("vfnet_build_key") == key
-    )
-    if up_to_date and not force:
+    setup_key, build_key = vfnet_build_keys(probe, with_cuda)
+    keys = {"vfnet_setup_key": setup_key, "vfnet_build_key": build_key}
+    installed_here = vf.get("editable_here") and record.get("vfnet_setup_key") == setup_key
+    if installed_here and vf.get("works") and record.get("vfnet_build_key") == build_key and not force:
         info(f"vfnet is installed (editable) and vfnet._C is up to date ({vf['extension']})")
-        return key, False
+        return keys, False
+    if installed_here and not force:
+        # Only the extension needs rebuilding: build it in place, incrementally (ninja keeps its
+        # objects in build/temp.*), instead of re-running the whole editable install.
+        why = "vfnet._C does not load" if not vf.get("works") else "the C++/CUDA sources, torch " \
+            "or the build options changed"
+        info(f"rebuilding vfnet._C in place ({why})")
+        run([env.python, "setup.py", "build_ext", "--inplace"], env=env.env, cwd=ROOT)
+        return keys, True
     if not vf.get("installed"):
         reason = "not installed yet"
     elif not vf.get("editable_here"):
         reason = "installed, but not as an editable install of this checkout"
-    elif not vf.get("works"):
-        reason = f"vfnet._C does not load ({vf.get('error', 'not built')})"
     elif force:
         reason = "--force"
     else:
-        reason = "setup.py, the C++/CUDA sources, torch or the build options changed"
-    info(f"building vfnet._C and installing vfnet in editable mode: {reason}")
-    env.pip("install", "--no-build-isolation", "--no-deps", "-e", ROOT)
-    return key, True
+        reason = "setup.py changed"
+    info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about a minute "
+         "with CUDA kernels on 2 cores)")
+    # -v shows the compiler commands (nvcc included) in the log.
+    env.pip("install", "-v", "--no-build-isolation", "--no-deps", "-e", ROOT)
+    return keys, True
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,7 +479,7 @@ def main(argv=None):
     )
 
     step(4, total, "vfnet (editable) and its extension vfnet._C")
-    key, rebuilt = ensure_vfnet(env, probe, record, args.with_cuda, args.force)
+    vfnet_keys, rebuilt = ensure_vfnet(env, probe, record, args.with_cuda, args.force)
 
     step(5, total, "check")
     if rebuilt or changed_d2 or args.force or not probe.get("detectron2", {}).get("importable"):
@@ -504,7 +510,7 @@ def main(argv=None):
         "detectron2_location": d2.get("location"),
         "vfnet_extension": vf.get("extension"),
         "vfnet_kernels": cuda,
-        "vfnet_build_key": key,
+        **vfnet_keys,
     }
     write_record(venv, new_record)
 
