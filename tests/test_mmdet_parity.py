@@ -132,3 +132,96 @@ class ConverterRefusalTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _mmdet_name(d2_key: str) -> str:
+    """This project's key -> the MMDetection key, written independently of the converter."""
+    import re
+
+    rules = [
+        (r"^backbone\.bottom_up\.stem\.conv1\.weight$", "backbone.conv1.weight"),
+        (r"^backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)$", r"backbone.bn1.\1"),
+        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", None),
+        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", None),
+        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", None),
+        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", None),
+        (r"^backbone\.fpn_lateral(\d)\.(\w+)$", None),
+        (r"^backbone\.fpn_output(\d)\.(\w+)$", None),
+        (r"^backbone\.top_block\.p(\d)\.(\w+)$", None),
+        (r"^head\.(cls|bbox)_subnet\.(\d+)\.norm\.(\w+)$", None),
+        (r"^head\.(cls|bbox)_subnet\.(\d+)\.(.+)$", None),
+    ]
+    m = re.match(rules[2][0], d2_key)
+    if m:
+        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"
+    m = re.match(rules[3][0], d2_key)
+    if m:
+        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"
+    m = re.match(rules[4][0], d2_key)
+    if m:
+        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"
+    m = re.match(rules[5][0], d2_key)
+    if m:
+        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"
+    m = re.match(rules[6][0], d2_key)
+    if m:
+        return f"neck.lateral_convs.{int(m[1]) - 3}.conv.{m[2]}"
+    m = re.match(rules[7][0], d2_key)
+    if m:
+        return f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"
+    m = re.match(rules[8][0], d2_key)
+    if m:
+        return f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"
+    m = re.match(rules[9][0], d2_key)
+    if m:
+        return f"bbox_head.{'cls' if m[1] == 'cls' else 'reg'}_convs.{m[2]}.gn.{m[3]}"
+    m = re.match(rules[10][0], d2_key)
+    if m:
+        tower = "cls" if m[1] == "cls" else "reg"
+        suffix = "conv.conv_offset." + m[3].split(".")[-1] if "conv_offset" in d2_key else "conv." + m[3]
+        return f"bbox_head.{tower}_convs.{m[2]}.{suffix}"
+    m = re.match(rules[0][0], d2_key) or re.match(rules[1][0], d2_key)
+    if m:
+        return m.expand(rules[0][1] if "norm" not in d2_key else rules[1][1])
+    head = {
+        "head.bbox_init_conv.weight": "bbox_head.vfnet_reg_conv.conv.weight",
+        "head.bbox_init_conv.norm.weight": "bbox_head.vfnet_reg_conv.gn.weight",
+        "head.bbox_init_conv.norm.bias": "bbox_head.vfnet_reg_conv.gn.bias",
+        "head.bbox_init_pred.weight": "bbox_head.vfnet_reg.weight",
+        "head.bbox_init_pred.bias": "bbox_head.vfnet_reg.bias",
+        "head.bbox_refine_dconv.weight": "bbox_head.vfnet_reg_refine_dconv.weight",
+        "head.bbox_refine_pred.weight": "bbox_head.vfnet_reg_refine.weight",
+        "head.bbox_refine_pred.bias": "bbox_head.vfnet_reg_refine.bias",
+        "head.cls_dconv.weight": "bbox_head.vfnet_cls_dconv.weight",
+        "head.cls_score.weight": "bbox_head.vfnet_cls.weight",
+        "head.cls_score.bias": "bbox_head.vfnet_cls.bias",
+    }
+    if d2_key in head:
+        return head[d2_key]
+    m = re.match(r"^head\.bbox_(init|refine)_scales\.(\d)\.scale$", d2_key)
+    return f"bbox_head.{'scales' if m[1] == 'init' else 'scales_refine'}.{m[2]}.scale"
+
+
+class ResNeXtConversionTest(unittest.TestCase):
+    def test_resnext_dcn_head_round_trip(self):
+        model_cfg = {
+            "type": "VFNet",
+            "backbone": {"type": "ResNeXt", "depth": 50, "groups": 4, "base_width": 4, "base_channels": 16,
+                         "style": "pytorch", "frozen_stages": 1, "out_indices": (0, 1, 2, 3)},
+            "neck": {"type": "FPN", "in_channels": [64, 128, 256, 512], "out_channels": 32, "start_level": 1,
+                     "add_extra_convs": "on_output", "relu_before_extra_convs": True, "num_outs": 5},
+            "bbox_head": {"type": "VFNetHead", "num_classes": 3, "in_channels": 32, "feat_channels": 32,
+                          "stacked_convs": 2, "dcn_on_last_conv": True},
+        }
+        model = build_vfnet_from_mmdet_config(model_cfg)
+        conv2 = model.backbone.bottom_up.res2[0].conv2
+        self.assertEqual((conv2.groups, conv2.out_channels), (4, 16))
+        ours = model.state_dict()
+        torch.manual_seed(0)
+        mmdet = {_mmdet_name(k): torch.randn_like(v) if v.is_floating_point() else v for k, v in ours.items()}
+        mmdet["backbone.bn1.num_batches_tracked"] = torch.tensor(0)
+        converted = convert_mmdet_state_dict(mmdet)
+        self.assertEqual(set(converted), set(ours))
+        model.load_state_dict(converted, strict=True)
+        for key, value in ours.items():
+            self.assertTrue(torch.equal(model.state_dict()[key], mmdet[_mmdet_name(key)]), key)
