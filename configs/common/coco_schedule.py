@@ -25,7 +25,7 @@ def vfnet_X_scheduler(num_X, decay_epochs=(8, 11), epochs_per_1x=12):
     milestones = [int(round(total_iters * e / epochs_per_1x)) for e in decay_epochs]
     return L(WarmupParamScheduler)(
         scheduler=L(MultiStepParamScheduler)(
-            values=[0.1**i for i in range(len(milestones) + 1)],
+            values=[10.0**-i for i in range(len(milestones) + 1)],
             milestones=milestones,
             num_updates=total_iters,
         ),
