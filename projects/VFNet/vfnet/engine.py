@@ -1,0 +1,240 @@
+"""
+Training and evaluation loops for both config styles: LazyConfig ``.py`` files (Detectron2's
+``lazyconfig_train_net.py`` loop) and yacs ``.yaml`` files (``DefaultTrainer``).
+"""
+import difflib
+import json
+import logging
+import os
+import weakref
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_writers, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from omegaconf import OmegaConf
+
+from .checkpoint import VFNetCheckpointer
+from .config import add_vfnet_config
+from .data.mapper import CheckedDatasetMapper
+from .data.validation import check_dataset_dicts
+
+__all__ = [
+    "load_config",
+    "apply_overrides",
+    "build_evaluator",
+    "checked_dataset_dicts",
+    "do_test",
+    "do_train",
+    "Trainer",
+    "write_metrics",
+]
+
+logger = logging.getLogger("detectron2")
+
+# MMDetection keeps the loss and test options in the head; here they are options of the
+# detector. ``model.head.<option>=...`` overrides are accepted for these and applied to ``model``.
+_DETECTOR_OPTIONS_ALIASED_FROM_HEAD = (
+    "use_vfl",
+    "vfl_alpha",
+    "vfl_gamma",
+    "vfl_iou_weighted",
+    "focal_loss_alpha",
+    "focal_loss_gamma",
+    "loss_cls_weight",
+    "loss_bbox_init_weight",
+    "loss_bbox_refine_weight",
+    "test_score_thresh",
+    "test_topk_candidates",
+    "test_topk_mode",
+    "test_nms_type",
+    "test_nms_thresh",
+    "max_detections_per_image",
+)
+
+
+def has_fast_coco_eval() -> bool:
+    """Whether detectron2's compiled COCO evaluation is available (not in the pure-Python v0.6)."""
+    try:
+        from detectron2 import _C
+    except ImportError:
+        return False
+    return not getattr(_C, "IS_PURE_PYTHON_FALLBACK", False)
+
+
+def build_evaluator(dataset_name: str, output_dir: Optional[str] = None) -> COCOEvaluator:
+    """COCO box evaluation (AP, AP50, AP75, APs/m/l and per-class AP) of ``dataset_name``."""
+    return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir, use_fast_impl=has_fast_coco_eval())
+
+
+def checked_dataset_dicts(names, **kwargs) -> List[Dict]:
+    """``get_detection_dataset_dicts`` followed by :func:`check_dataset_dicts` on the result."""
+    dicts = get_detection_dataset_dicts(names, **kwargs)
+    return check_dataset_dicts(dicts, dataset_name=",".join([names] if isinstance(names, str) else names))
+
+
+# ------------------------------------------------------------------ configs
+
+
+def _all_keys(cfg) -> List[str]:
+    keys = []
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                keys.append(f"{prefix}{k}")
+                walk(v, f"{prefix}{k}.")
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return keys
+
+
+def apply_overrides(cfg, overrides: Sequence[str]):
+    """
+    Apply ``KEY=VALUE`` overrides to a config, refusing keys it does not have.
+
+    LazyConfig: ``+KEY=VALUE`` adds a new key on purpose, and ``model.head.<detector option>``
+    is accepted as an alias of ``model.<option>`` (MMDetection's names; see
+    ``_DETECTOR_OPTIONS_ALIASED_FROM_HEAD``). yacs ``CfgNode``: ``KEY=VALUE`` items or
+    ``KEY VALUE`` pairs, as ``merge_from_list`` takes them.
+    """
+    if isinstance(cfg, CfgNode):
+        opts: List[str] = []
+        for item in overrides:
+            opts.extend(item.split("=", 1) if "=" in item else [item])
+        cfg.merge_from_list(opts)
+        return cfg
+    resolved = []
+    missing = object()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form KEY=VALUE")
+        if key.startswith("+"):
+            resolved.append(f"{key[1:]}={value}")
+            continue
+        if key.startswith("model.head.") and key[len("model.head.") :] in _DETECTOR_OPTIONS_ALIASED_FROM_HEAD:
+            new_key = "model." + key[len("model.head.") :]
+            logger.info(f"override {key} applies to the detector: {new_key}")
+            key = new_key
+        if OmegaConf.select(cfg, key, default=missing) is missing:
+            close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise KeyError(f"unknown config key {key!r} in override {item!r}{hint}")
+        resolved.append(f"{key}={value}")
+    return LazyConfig.apply_overrides(cfg, resolved)
+
+
+def load_config(config_file: str, overrides: Sequence[str] = ()):
+    """
+    Load a LazyConfig ``.py`` (an omegaconf DictConfig) or a yacs ``.yaml`` with ``MODEL.VFNET``
+    (a CfgNode), then apply :func:`apply_overrides`.
+    """
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+    if config_file.endswith(".py"):
+        cfg = LazyConfig.load(config_file)
+    elif config_file.endswith((".yaml", ".yml")):
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        cfg.merge_from_file(config_file)
+    else:
+        raise ValueError(f"config file {config_file}: expected a LazyConfig .py or a yacs .yaml")
+    return apply_overrides(cfg, overrides)
+
+
+# ------------------------------------------------------------------ LazyConfig loops
+
+
+def write_metrics(results: Dict, output_dir: str, name: str = "metrics.json") -> Optional[str]:
+    """Write evaluation results as JSON (main process only). Returns the path."""
+    if not comm.is_main_process() or not output_dir:
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, name)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    logger.info(f"Evaluation metrics written to {path}")
+    return path
+
+
+def do_test(cfg, model) -> Dict:
+    """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(results)
+    write_metrics(results, cfg.train.output_dir)
+    return results
+
+
+def do_train(cfg, resume: bool = False) -> None:
+    """Detectron2's LazyConfig training loop, with VFNet's checkpointer and periodic evaluation."""
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    checkpointer = VFNetCheckpointer(model, cfg.train.output_dir, optimizer=optimizer, trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+# ------------------------------------------------------------------ yacs loop
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` for ``.yaml`` configs: COCO evaluation, checked data, VFNet checkpointer."""
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ builds its checkpointer, then the hooks; swap ours in first.
+        self.checkpointer = VFNetCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        dicts = checked_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=0,
+            proposal_files=None,
+        )
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True), dataset=dicts)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        results = super().test(cfg, model, evaluators)
+        write_metrics(dict(results), cfg.OUTPUT_DIR)
+        return results
