@@ -154,9 +154,10 @@ def _blob_shape(rng: np.random.Generator) -> np.ndarray:
     return np.stack([r * np.cos(t), r * np.sin(t) * rng.uniform(0.3, 0.75)], 1)
 
 
-def _to_cv(pts: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """Continuous image coordinates (pixel i covers [i, i+1)) to cv2 fixed point in a patch at (x0, y0)."""
-    q = np.round((pts - (x0 + 0.5, y0 + 0.5)) * _ONE).astype(np.int32)
+def _to_cv(pts: np.ndarray, x0: int, y0: int, scale: int = 1) -> np.ndarray:
+    """Continuous image coordinates (pixel i covers [i, i+1)) to cv2 fixed point (pixel centres at
+    integers) in a patch at (x0, y0), `scale` times supersampled."""
+    q = np.round(((pts - (x0, y0)) * scale - 0.5) * _ONE).astype(np.int32)
     return q.reshape(-1, 1, 2)
 
 
@@ -225,27 +226,61 @@ def _sample_color(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     return best
 
 
+_SS = 4  # supersampling of the polygon coverage (cv2's own fill, even with LINE_AA, fattens shapes by ~0.5 px)
+
+
+def _inset(pts: np.ndarray, d: float) -> np.ndarray:
+    """Polygon `pts` with every edge moved inwards by `d` (small against the edges)."""
+    e = np.roll(pts, -1, 0) - pts  # edge i: vertex i -> i + 1
+    n = np.stack([-e[:, 1], e[:, 0]], 1) / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    x, y = pts[:, 0], pts[:, 1]
+    if np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)) < 0:
+        n = -n  # make n point inwards
+    n_prev = np.roll(n, 1, 0)  # normal of the edge ending at vertex i
+    return pts + d * (n + n_prev) / np.maximum(1.0 + (n * n_prev).sum(1, keepdims=True), 0.1)
+
+
+def _coverage(pts: np.ndarray, x0: int, y0: int, h: int, w: int, thickness: float = 0.0) -> np.ndarray:
+    """Fraction (h, w) float32 in [0, 1] of each pixel of the patch at (x0, y0) covered by polygon `pts`
+    (or, thickness > 0, by its outline of that width in px), from a 4x4 supersampled binary fill."""
+    big = np.zeros((h * _SS, w * _SS), np.uint8)
+    if thickness > 0:
+        q = _to_cv(pts, x0, y0, _SS)
+        cv2.polylines(big, [q], True, 255, max(int(round(thickness * _SS)), 1), lineType=cv2.LINE_8, shift=_SHIFT)
+    else:  # cv2 fills the pixels on both ends of a span: half a sub-pixel too much on each side
+        cv2.fillPoly(big, [_to_cv(_inset(pts, 0.5 / _SS), x0, y0, _SS)], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1.0 / 255.0)
+
+
 def _draw_polygon(
-    img: np.ndarray, pts: np.ndarray, fill: Union[np.ndarray, None], rng: np.random.Generator, opacity: float = 1.0
+    img: np.ndarray,
+    pts: np.ndarray,
+    rng: np.random.Generator,
+    opacity: float = 1.0,
+    outline: bool = False,
 ) -> Tuple[Optional[Tuple[int, int, int, int]], Optional[np.ndarray]]:
-    """Alpha-composite polygon `pts` onto float image `img`. Returns the patch (x0, y0, x1, y1) and its
-    binary mask (alpha >= 0.5), or (None, None) when the polygon misses the image. `fill` None: random fill."""
+    """Alpha-composite polygon `pts`, with a random fill (and, `outline`, an inner outline of another
+    random colour), onto float image `img`. Returns the patch (x0, y0, x1, y1) and its binary mask
+    (coverage >= 0.5), or (None, None) when the polygon misses the image."""
     h, w = img.shape[:2]
-    x0 = max(int(math.floor(pts[:, 0].min())) - 1, 0)
-    y0 = max(int(math.floor(pts[:, 1].min())) - 1, 0)
-    x1 = min(int(math.ceil(pts[:, 0].max())) + 1, w)
-    y1 = min(int(math.ceil(pts[:, 1].max())) + 1, h)
+    x0 = max(int(math.floor(pts[:, 0].min())), 0)
+    y0 = max(int(math.floor(pts[:, 1].min())), 0)
+    x1 = min(int(math.ceil(pts[:, 0].max())), w)
+    y1 = min(int(math.ceil(pts[:, 1].max())), h)
     if x1 <= x0 or y1 <= y0:
         return None, None
-    alpha8 = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(alpha8, [_to_cv(pts, x0, y0)], 255, lineType=cv2.LINE_AA, shift=_SHIFT)
-    mask = alpha8 >= 128
+    ph, pw = y1 - y0, x1 - x0
+    alpha = _coverage(pts, x0, y0, ph, pw)
+    mask = alpha >= 0.5
     patch = img[y0:y1, x0:x1]
-    if fill is None:
-        under = patch[mask].mean(0) if mask.any() else patch.reshape(-1, 3).mean(0)
-        color = _sample_color(rng, under)
-        fill = _random_fill(rng, y1 - y0, x1 - x0, color)
-    alpha = (alpha8.astype(np.float32) * (opacity / 255.0))[..., None]
+    under = patch[mask].mean(0) if mask.any() else patch.reshape(-1, 3).mean(0)
+    fill = _random_fill(rng, ph, pw, _sample_color(rng, under))
+    if outline:  # drawn on the fill, so that it stays inside the shape
+        size = math.sqrt(_polygon_area(pts))
+        line = _coverage(pts, x0, y0, ph, pw, thickness=2.0 if size < 30 else float(rng.uniform(2.0, 4.0)))
+        color = rng.uniform(0, 255, 3).astype(np.float32)
+        fill += line[..., None] * (color - fill)
+    alpha = alpha[..., None] * np.float32(opacity)
     patch += alpha * (fill - patch)
     return (x0, y0, x1, y1), mask
 
@@ -287,7 +322,7 @@ def render_shapes_image(
     for _ in range(int(rng.integers(0, 5))):
         s = math.exp(rng.uniform(math.log(6.0), math.log(0.3 * min(h, w))))
         pts = _rotate(_blob_shape(rng), rng.uniform(0, 2 * math.pi)) * (s * 0.6) + rng.uniform([0, 0], [w, h])
-        _draw_polygon(img, pts, None, rng, opacity=rng.uniform(0.4, 1.0))
+        _draw_polygon(img, pts, rng, opacity=float(rng.uniform(0.4, 1.0)))
     n_strokes = int(rng.integers(0, 6))
     strokes_on_top = rng.random(n_strokes) < 0.35
     for _ in range(int((~strokes_on_top).sum())):
@@ -312,13 +347,9 @@ def render_shapes_image(
         lo = np.minimum([0.5 * r_ext] * 2, [w / 2, h / 2])
         center = rng.uniform(lo, [w - lo[0], h - lo[1]])
         pts = pts + center
-        patch, mask = _draw_polygon(img, pts, None, rng)
+        patch, mask = _draw_polygon(img, pts, rng, outline=bool(rng.random() < 0.25))
         if patch is None:
             continue
-        if rng.random() < 0.25:  # outline of another colour
-            color = tuple(float(c) for c in rng.uniform(0, 255, 3))
-            thickness = 1 if sizes[k] < 30 else int(rng.integers(1, 3))
-            cv2.polylines(img, [_to_cv(pts, 0, 0)], True, color, thickness, lineType=cv2.LINE_AA, shift=_SHIFT)
         x0, y0, x1, y1 = patch
         idx = len(objects)
         owner[y0:y1, x0:x1][mask] = idx
