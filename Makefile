@@ -6,6 +6,7 @@
 #   D2_SOURCE  where detectron2 comes from: auto | git | pypi | /path/to/detectron2
 #   WITH_CUDA  CUDA kernels of vfnet._C: auto | 1 | 0
 #   FORCE      FORCE=1 redoes every install step
+#   TESTS       what `make test` runs                         (default: tests)
 #   PYTEST_ARGS extra pytest arguments, e.g. PYTEST_ARGS="-k star -x"
 
 VENV ?= .venv
@@ -13,6 +14,7 @@ PYTHON ?= python3
 D2_SOURCE ?= auto
 WITH_CUDA ?= auto
 FORCE ?= 0
+TESTS ?= tests
 PYTEST_ARGS ?=
 
 VENV_PYTHON := $(VENV)/bin/python
@@ -32,7 +34,7 @@ install:
 # pytest exits with 5 when it collects no test: report it, but do not fail on it.
 test:
 	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
-	$(VENV_PYTHON) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; \
+	$(VENV_PYTHON) -m pytest -q $(PYTEST_ARGS) $(TESTS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 0; fi; exit $$rc
 
 clean:

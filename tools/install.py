@@ -424,8 +424,10 @@ def ensure_vfnet(env, probe, record, with_cuda, force):
         reason = "setup.py changed"
     info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about a minute "
          "with CUDA kernels on 2 cores)")
-    # -v shows the compiler commands (nvcc included) in the log.
-    env.pip("install", "-v", "--no-build-isolation", "--no-deps", "-e", ROOT)
+    # -v shows the compiler commands (nvcc included) in the log. --use-pep517: a PEP 660 editable
+    # install (an import hook maps `vfnet` to projects/VFNet/vfnet) even with an older pip, which
+    # would otherwise run `setup.py develop`, which ignores package_dir.
+    env.pip("install", "-v", "--use-pep517", "--no-build-isolation", "--no-deps", "-e", ROOT)
     return keys, True
 
 
