@@ -18,7 +18,9 @@ Classes (category ids 1..6): circle, square, triangle, star, pentagon, cross.
     a plus-shaped cross of arm width 0.4-0.68 of its half-length). Its colour is drawn
     uniformly in RGB, independently of the class (only a minimum contrast with the background
     under it is sought), with a solid, gradient, noisy or striped fill and, for a quarter of
-    the objects, an outline of another random colour. Classes are drawn uniformly.
+    the objects, an inner outline of another random colour. Classes are drawn uniformly.
+    Shapes are rasterised with exact pixel coverage (4x4 supersampling, anti-aliased edges),
+    so that their pixels match their boxes even at 9 px.
 
 Sizes
     The size of an object is the square root of its (full) area, drawn log-uniformly in
@@ -31,7 +33,10 @@ Occlusion
     A per-pixel owner map gives each object's *visible* pixels; an object of which less than
     `min_visibility` (default 0.3) of its full area is visible (occluded or cut by the image
     border by more than 70%) is drawn but not annotated. Each annotation records
-    ``area`` = its visible pixel count, ``iscrowd`` = 0 and ``visibility`` = visible / full area.
+    ``area`` = its visible pixel count, ``iscrowd`` = 0 and ``visibility`` = visible / full area
+    (an extra key, ignored by pycocotools and Detectron2). At the defaults ~6 annotations per
+    image, ~73% of them COCO "small" (visible area < 32^2), the rest "medium"; ~27% are less
+    than 90% visible.
 
 Box convention
     ``bbox`` = [x, y, w, h] (COCO, float, pixel corners at integers: pixel i covers [i, i+1))
