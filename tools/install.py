@@ -333,8 +333,12 @@ def ensure_detectron2(env, probe, source, record, force):
         where = f"detectron2 {d2.get('version')} at {d2.get('location')}"
         if d2.get("fallback"):
             where += " (pure-Python fallback)"
+        ours = d2.get("fallback") or (
+            previous in ("git", "local", "pypi-fallback")
+            and record.get("detectron2_location") == d2.get("location")
+        )
         keep = False
-        if source == "auto" and not force:
+        if source == "auto" and not (force and ours):  # never replace a detectron2 of yours
             keep = True
         elif source == "pypi" and d2.get("fallback") and not force:
             keep = True
@@ -371,8 +375,7 @@ def ensure_detectron2(env, probe, source, record, force):
         return install_detectron2_local(env, source)
     # auto: git if reachable, else the registry fallback.
     url = os.environ.get("D2_GIT_URL", D2_GIT_URL)
-    info(f"no usable detectron2 in the environment; checking whether {url} can be reached "
-         f"(up to {GIT_TIMEOUT_S} s)")
+    info(f"checking whether {url} can be reached (up to {GIT_TIMEOUT_S} s)")
     ok, why = git_reachable(url)
     if ok:
         try:
@@ -420,6 +423,8 @@ def ensure_vfnet(env, probe, record, with_cuda, force):
         reason = "installed, but not as an editable install of this checkout"
     elif force:
         reason = "--force"
+    elif "vfnet_setup_key" not in record:
+        reason = f"no install record in {env.venv / RECORD_NAME}"
     else:
         reason = "setup.py changed"
     info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about a minute "
