@@ -6,6 +6,7 @@ import difflib
 import json
 import logging
 import os
+import time
 import weakref
 from typing import Dict, List, Optional, Sequence
 
@@ -150,6 +151,43 @@ def load_config(config_file: str, overrides: Sequence[str] = ()):
 # ------------------------------------------------------------------ LazyConfig loops
 
 
+class AutocastTrainer(SimpleTrainer):
+    """
+    :class:`SimpleTrainer` whose forward pass runs under ``torch.autocast`` (bfloat16 by default),
+    for CPUs, where Detectron2's ``AMPTrainer`` (CUDA float16 with a grad scaler) does not apply.
+    bfloat16 has float32's range, so no loss scaling is needed.
+    """
+
+    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", dtype=torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def run_step(self):
+        assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            loss_dict = self.model(data)
+        losses = loss_dict if isinstance(loss_dict, torch.Tensor) else sum(loss_dict.values())
+        if isinstance(loss_dict, torch.Tensor):
+            loss_dict = {"total_loss": loss_dict}
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def build_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+    """SimpleTrainer, or with ``train.amp.enabled``: AMPTrainer on CUDA, bfloat16 autocast on CPU."""
+    if not cfg.train.amp.enabled:
+        return SimpleTrainer(model, data_loader, optimizer)
+    if str(cfg.train.device).startswith("cuda"):
+        return AMPTrainer(model, data_loader, optimizer)
+    return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", dtype=torch.bfloat16)
+
+
 def write_metrics(results: Dict, output_dir: str, name: str = "metrics.json") -> Optional[str]:
     """Write evaluation results as JSON (main process only). Returns the path."""
     if not comm.is_main_process() or not output_dir:
@@ -184,7 +222,7 @@ def do_train(cfg, resume: bool = False) -> None:
     train_loader = instantiate(cfg.dataloader.train)
 
     model = create_ddp_model(model, **cfg.train.ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    trainer = build_trainer(cfg, model, train_loader, optimizer)
     checkpointer = VFNetCheckpointer(model, cfg.train.output_dir, optimizer=optimizer, trainer=trainer)
     trainer.register_hooks(
         [

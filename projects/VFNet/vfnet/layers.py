@@ -23,6 +23,14 @@ class Scale(nn.Module):
         return x * self.scale
 
 
+def _deform_conv_dtype(x: torch.Tensor) -> torch.dtype:
+    # torchvision's CPU deformable-conv kernel has no bfloat16/float16 path: under CPU autocast,
+    # compute it in float32 (as autocast does for other ops it cannot run in low precision).
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return x.dtype
+
+
 def _reset_deform_weight(weight: nn.Parameter) -> None:
     # The reference's deformable convs keep their own default init (uniform in +-1/sqrt(fan_in)),
     # not the head's normal(0, 0.01), because the head's initialiser matches only nn.Conv2d.
@@ -62,8 +70,10 @@ class StarDeformConv2d(nn.Module):
                 f"StarDeformConv2d: ltrb of shape {tuple(ltrb.shape)} does not match features "
                 f"of shape {tuple(x.shape)} (expected ({x.shape[0]}, 4, {x.shape[2]}, {x.shape[3]}))"
             )
-        offset = star_offsets(ltrb).to(x.dtype)
-        return deform_conv2d(x, offset, self.weight, self.bias, padding=1)
+        dtype = _deform_conv_dtype(x)
+        offset = star_offsets(ltrb).to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return deform_conv2d(x.to(dtype), offset, self.weight.to(dtype), bias, padding=1)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size=3, bias={self.bias is not None}"
@@ -101,9 +111,11 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C_in, H, W) -> (N, C_out, H, W)."""
         offset_and_mask = self.conv_offset(x)
-        offset = offset_and_mask[:, :18]
-        mask = offset_and_mask[:, 18:].sigmoid()
-        x = deform_conv2d(x, offset, self.weight, self.bias, padding=1, mask=mask)
+        dtype = _deform_conv_dtype(offset_and_mask)
+        offset = offset_and_mask[:, :18].to(dtype)
+        mask = offset_and_mask[:, 18:].sigmoid().to(dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        x = deform_conv2d(x.to(dtype), offset, self.weight.to(dtype), bias, padding=1, mask=mask)
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:

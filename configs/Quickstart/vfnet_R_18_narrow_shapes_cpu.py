@@ -1,0 +1,79 @@
+# The quickstart: a narrow VFNet trained from scratch on the project's synthetic shapes dataset
+# (generated on first use, no download), sized for a 2-core CPU. `make demo` runs it.
+# Model: ResNet-18 with a 32-wide stem and trainable BatchNorm (no ImageNet weights), FPN P3-P7
+# of 64 channels, VFNet head of 2 convs per tower x 64 channels; everything else is VFNet as in
+# the COCO configs (ATSS, star-shaped deformable convs, box refinement, Varifocal Loss).
+import torch
+from omegaconf import OmegaConf
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.layers import ShapeSpec
+from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import CosineParamScheduler
+
+from vfnet.data import TRAIN_NAME, VAL_NAME, register_shapes_dataset
+from vfnet.data.mapper import CheckedDatasetMapper
+from vfnet.engine import build_evaluator, checked_dataset_dicts
+
+from ..common.models.vfnet import model
+from ..common.optim import SGD as optimizer
+from ..common.train import train
+
+register_shapes_dataset()  # generates the dataset into the cache folder the first time
+
+STRIDES = [8, 16, 32, 64, 128]
+FPN_CHANNELS = 64
+
+model.num_classes = 6
+model.backbone.bottom_up.stem.out_channels = 32
+model.backbone.bottom_up.stem.norm = "BN"
+model.backbone.bottom_up.stages.depth = 18
+model.backbone.bottom_up.stages.stem_channels = 32
+model.backbone.bottom_up.stages.norm = "BN"
+model.backbone.bottom_up.freeze_at = 0
+model.backbone.out_channels = FPN_CHANNELS
+model.backbone.top_block.in_channels = FPN_CHANNELS
+model.head.input_shape = [ShapeSpec(channels=FPN_CHANNELS, stride=s) for s in STRIDES]
+model.head.feat_channels = 64
+model.head.stacked_convs = 2
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(checked_dataset_dicts)(names=TRAIN_NAME),
+    mapper=L(CheckedDatasetMapper)(
+        is_train=True,
+        augmentations=[L(T.RandomFlip)(horizontal=True)],
+        image_format="RGB",
+        use_instance_mask=False,
+    ),
+    total_batch_size=16,
+    num_workers=1,
+)
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(checked_dataset_dicts)(names=VAL_NAME, filter_empty=False),
+    mapper=L(CheckedDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+    num_workers=1,
+)
+dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${...train.output_dir}/inference")
+
+optimizer.lr = 0.03
+optimizer.weight_decay = 1e-4
+
+train.max_iter = 600
+train.device = "cpu"
+train.init_checkpoint = ""
+train.output_dir = "./output/quickstart"
+train.amp.enabled = True  # bfloat16 autocast on the CPU
+train.eval_period = 0  # evaluate once, at the end
+train.log_period = 20
+train.checkpointer.period = 200
+train.checkpointer.max_to_keep = 2
+
+lr_multiplier = L(WarmupParamScheduler)(
+    scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
+    warmup_length=50 / 600,
+    warmup_method="linear",
+    warmup_factor=0.01,
+)
