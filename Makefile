@@ -19,11 +19,12 @@ PYTEST_ARGS ?=
 
 VENV_PYTHON := $(VENV)/bin/python
 
-.PHONY: help install test clean distclean
+.PHONY: help install test demo clean distclean
 
 help:
 	@echo "make install    create $(VENV) and install torch, detectron2 and vfnet (builds vfnet._C)"
 	@echo "make test       run the test suite"
+	@echo "make demo       train VFNet on synthetic shapes on the CPU, evaluate, draw detections"
 	@echo "make clean      remove build products (the extension is rebuilt by the next install)"
 	@echo "make distclean  clean, and remove $(VENV) and .cache"
 
@@ -36,6 +37,12 @@ test:
 	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
 	$(VENV_PYTHON) -m pytest -q $(PYTEST_ARGS) $(TESTS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 0; fi; exit $$rc
+
+# The quickstart: synthetic data, CPU training, COCO evaluation, annotated images (see README).
+DEMO_ARGS ?=
+demo:
+	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
+	$(VENV_PYTHON) tools/quickstart.py $(DEMO_ARGS)
 
 clean:
 	rm -rf build projects/VFNet/vfnet/_C.*.so

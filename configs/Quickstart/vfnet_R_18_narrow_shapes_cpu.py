@@ -3,7 +3,6 @@
 # Model: ResNet-18 with a 32-wide stem and trainable BatchNorm (no ImageNet weights), FPN P3-P7
 # of 64 channels, VFNet head of 2 convs per tower x 64 channels; everything else is VFNet as in
 # the COCO configs (ATSS, star-shaped deformable convs, box refinement, Varifocal Loss).
-import torch
 from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
@@ -13,15 +12,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 
-from vfnet.data import TRAIN_NAME, VAL_NAME, register_shapes_dataset
+from vfnet.data import TRAIN_NAME, VAL_NAME  # registered on import, generated on first use
 from vfnet.data.mapper import CheckedDatasetMapper
 from vfnet.engine import build_evaluator, checked_dataset_dicts
 
 from ..common.models.vfnet import model
 from ..common.optim import SGD as optimizer
 from ..common.train import train
-
-register_shapes_dataset()  # generates the dataset into the cache folder the first time
 
 STRIDES = [8, 16, 32, 64, 128]
 FPN_CHANNELS = 64
@@ -53,7 +50,12 @@ dataloader.train = L(build_detection_train_loader)(
 )
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(checked_dataset_dicts)(names=VAL_NAME, filter_empty=False),
-    mapper=L(CheckedDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+    # A no-op on the 160x160 shapes; other images are brought to the training scale.
+    mapper=L(CheckedDatasetMapper)(
+        is_train=False,
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=160, max_size=160)],
+        image_format="RGB",
+    ),
     num_workers=1,
 )
 dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${...train.output_dir}/inference")

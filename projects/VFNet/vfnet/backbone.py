@@ -4,9 +4,9 @@ from typing import List
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import BasicBlock, BottleneckBlock, build_resnet_backbone
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 
-__all__ = ["make_resnet_stages", "build_vfnet_resnet_fpn_backbone"]
+__all__ = ["make_resnet_stages", "build_resnet_from_cfg", "build_vfnet_resnet_fpn_backbone"]
 
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
@@ -60,13 +60,42 @@ def make_resnet_stages(
     return stages
 
 
+def build_resnet_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
+    """
+    ResNet/ResNeXt from ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``, of any width: unlike
+    Detectron2's ``build_resnet_backbone``, ResNet-18/34 may have a stem other than 64 channels
+    (``STEM_OUT_CHANNELS`` = ``RES2_OUT_CHANNELS``). Deformable stages and a dilated res5 are
+    not supported (VFNet's model zoo here has neither).
+    """
+    r = cfg.MODEL.RESNETS
+    if any(r.DEFORM_ON_PER_STAGE) or r.RES5_DILATION != 1:
+        raise ValueError("build_vfnet_resnet_fpn_backbone: deformable stages and RES5_DILATION != 1 are not supported")
+    expected_res2 = r.STEM_OUT_CHANNELS * (4 if r.DEPTH >= 50 else 1)
+    if r.RES2_OUT_CHANNELS != expected_res2:
+        raise ValueError(
+            f"MODEL.RESNETS.RES2_OUT_CHANNELS must be {expected_res2} for depth {r.DEPTH} with "
+            f"STEM_OUT_CHANNELS {r.STEM_OUT_CHANNELS}, got {r.RES2_OUT_CHANNELS}"
+        )
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages = make_resnet_stages(
+        r.DEPTH,
+        stem_channels=r.STEM_OUT_CHANNELS,
+        num_groups=r.NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP,
+        stride_in_1x1=r.STRIDE_IN_1X1,
+        norm=r.NORM,
+    )
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
 @BACKBONE_REGISTRY.register()
 def build_vfnet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """
-    ResNet (``MODEL.RESNETS``) + FPN (``MODEL.FPN``) with P6 = 3x3/2 conv on P5's output and
-    P7 = 3x3/2 conv on ReLU(P6), as the reference VFNet's neck (``add_extra_convs='on_output'``).
+    ResNet (``MODEL.RESNETS``, see :func:`build_resnet_from_cfg`) + FPN (``MODEL.FPN``) with
+    P6 = 3x3/2 conv on P5's output and P7 = 3x3/2 conv on ReLU(P6), as the reference VFNet's
+    neck (``add_extra_convs='on_output'``).
     """
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    bottom_up = build_resnet_from_cfg(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return FPN(
         bottom_up=bottom_up,

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
@@ -69,6 +69,9 @@ def has_fast_coco_eval() -> bool:
 
 def build_evaluator(dataset_name: str, output_dir: Optional[str] = None) -> COCOEvaluator:
     """COCO box evaluation (AP, AP50, AP75, APs/m/l and per-class AP) of ``dataset_name``."""
+    json_file = getattr(MetadataCatalog.get(dataset_name), "json_file", None)
+    if json_file and not os.path.exists(json_file):
+        DatasetCatalog.get(dataset_name)  # datasets generated on first use (vfnet.data) write it
     return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir, use_fast_impl=has_fast_coco_eval())
 
 
@@ -94,6 +97,15 @@ def _all_keys(cfg) -> List[str]:
     return keys
 
 
+def _yacs_keys(cfg: CfgNode, prefix: str = "") -> List[str]:
+    keys = []
+    for k, v in cfg.items():
+        keys.append(prefix + k)
+        if isinstance(v, CfgNode):
+            keys.extend(_yacs_keys(v, prefix + k + "."))
+    return keys
+
+
 def apply_overrides(cfg, overrides: Sequence[str]):
     """
     Apply ``KEY=VALUE`` overrides to a config, refusing keys it does not have.
@@ -107,6 +119,14 @@ def apply_overrides(cfg, overrides: Sequence[str]):
         opts: List[str] = []
         for item in overrides:
             opts.extend(item.split("=", 1) if "=" in item else [item])
+        if len(opts) % 2:
+            raise ValueError(f"yacs overrides must be KEY VALUE pairs or KEY=VALUE items, got {list(overrides)}")
+        known = _yacs_keys(cfg)
+        for key in opts[0::2]:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise KeyError(f"unknown config key {key!r}{hint}")
         cfg.merge_from_list(opts)
         return cfg
     resolved = []
@@ -188,8 +208,11 @@ def build_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", dtype=torch.bfloat16)
 
 
-def write_metrics(results: Dict, output_dir: str, name: str = "metrics.json") -> Optional[str]:
-    """Write evaluation results as JSON (main process only). Returns the path."""
+def write_metrics(results: Dict, output_dir: str, name: str = "eval_metrics.json") -> Optional[str]:
+    """
+    Write evaluation results as JSON (main process only) to ``output_dir/name``; not
+    ``metrics.json``, which is Detectron2's training log of scalars. Returns the path.
+    """
     if not comm.is_main_process() or not output_dir:
         return None
     os.makedirs(output_dir, exist_ok=True)

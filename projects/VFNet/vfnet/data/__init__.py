@@ -6,6 +6,7 @@ from .synthetic_shapes import (
     VAL_NAME,
     default_root,
     ensure_shapes_dataset,
+    register_builtin_shapes_datasets,
     generate_shapes_dataset,
     register_shapes_dataset,
     render_shapes_image,
@@ -18,7 +19,10 @@ __all__ = [
     "VAL_NAME",
     "default_root",
     "ensure_shapes_dataset",
+    "register_builtin_shapes_datasets",
     "generate_shapes_dataset",
     "register_shapes_dataset",
     "render_shapes_image",
 ]
+
+register_builtin_shapes_datasets()

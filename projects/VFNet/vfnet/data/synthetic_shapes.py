@@ -672,3 +672,43 @@ def register_shapes_dataset(
             MetadataCatalog.remove(name)
         register_coco_instances(name, dict(metadata), json_file, image_root)
     return TRAIN_NAME, VAL_NAME
+
+
+# Names registered when `vfnet.data` is imported; the data are generated on first use.
+BUILTIN_SPLITS = {
+    # name: (root suffix, split, num_train, num_val)
+    TRAIN_NAME: ("", "train", 3000, 300),
+    VAL_NAME: ("", "val", 3000, 300),
+    TRAIN_NAME + "_tiny": ("-tiny", "train", 32, 16),  # for quick end-to-end checks
+    VAL_NAME + "_tiny": ("-tiny", "val", 32, 16),
+}
+
+
+def register_builtin_shapes_datasets() -> None:
+    """
+    Register ``vfnet_shapes_{train,val}`` (3000 / 300 images) and ``vfnet_shapes_{train,val}_tiny``
+    (32 / 16 images) in Detectron2's catalogs without generating anything: each split is generated
+    (see `ensure_shapes_dataset`) the first time its dicts are asked for. The metadata (classes,
+    colours, COCO json path for COCOEvaluator) is set right away. Roots follow `default_root`
+    (``$VFNET_DATASETS`` when set) at the time of use. Idempotent.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import load_coco_json
+
+    for name, (suffix, split, num_train, num_val) in BUILTIN_SPLITS.items():
+        if name in DatasetCatalog.list():
+            continue
+        root = default_root() + suffix
+
+        def load(name=name, root=root, split=split, num_train=num_train, num_val=num_val):
+            json_file, image_root = ensure_shapes_dataset(root, num_train, num_val)[split]
+            return load_coco_json(json_file, image_root, name)
+
+        DatasetCatalog.register(name, load)
+        MetadataCatalog.get(name).set(
+            thing_classes=list(CLASS_NAMES),
+            thing_colors=[list(c) for c in THING_COLORS],
+            json_file=os.path.join(root, f"{split}.json"),
+            image_root=os.path.join(root, split),
+            evaluator_type="coco",
+        )

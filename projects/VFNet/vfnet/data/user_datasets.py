@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.data.datasets.pascal_voc import load_voc_instances
+from detectron2.structures import BoxMode
 
 __all__ = ["register_coco_dataset", "register_voc_dataset", "register_dataset_spec", "num_classes_of"]
 
@@ -60,6 +60,39 @@ def _voc_class_names(dirname: str, split: str) -> List[str]:
     if not names:
         raise ValueError(f"{dirname}: no objects in the annotations of split {split}")
     return sorted(names)
+
+
+def load_voc_instances(dirname: str, split: str, class_names: List[str]) -> List[dict]:
+    """
+    Pascal VOC annotations in Detectron2's format (as Detectron2's own loader, which in v0.6 fails
+    on NumPy >= 1.24): boxes XYXY with 0-based pixel indices, "difficult" objects included.
+    """
+    with open(os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")) as f:
+        file_ids = [line.strip() for line in f if line.strip()]
+    dicts = []
+    for file_id in file_ids:
+        anno_file = os.path.join(dirname, "Annotations", f"{file_id}.xml")
+        tree = ET.parse(anno_file)
+        instances = []
+        for obj in tree.findall("object"):
+            name = obj.find("name").text.strip()
+            if name not in class_names:
+                raise ValueError(f"{anno_file}: class {name!r} is not one of {class_names}")
+            box = obj.find("bndbox")
+            x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            instances.append(
+                {"category_id": class_names.index(name), "bbox": [x0 - 1.0, y0 - 1.0, x1, y1], "bbox_mode": BoxMode.XYXY_ABS}
+            )
+        dicts.append(
+            {
+                "file_name": os.path.join(dirname, "JPEGImages", f"{file_id}.jpg"),
+                "image_id": file_id,
+                "height": int(tree.find("size/height").text),
+                "width": int(tree.find("size/width").text),
+                "annotations": instances,
+            }
+        )
+    return dicts
 
 
 def register_voc_dataset(name: str, dirname: str, split: str, class_names: List[str] = None) -> List[str]:
