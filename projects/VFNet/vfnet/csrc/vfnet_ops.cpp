@@ -2,12 +2,15 @@
 // registers its kernels with TORCH_LIBRARY_IMPL in its own file
 // (cpu/*.cpp always, cuda/*.cu when the extension is built with CUDA), and the
 // dispatcher routes calls by device. Fake (meta) kernels and autograd formulas
-// are registered in Python (vfnet/ops/star_offsets.py).
+// are registered in Python (vfnet/ops/*.py).
 #include <Python.h>
 
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "star_deform_conv.h"
 #include "star_offsets.h"
+#include "varifocal_loss.h"
 
 // `import vfnet._C` loads this library (and so runs the registrations below);
 // the module itself is empty: the ops live under torch.ops.vfnet.
@@ -58,6 +61,130 @@ void check_star_offsets_grad(const at::Tensor& grad_offset) {
       kStarOffsetChannels, "dy, dx for each of the 9 taps");
 }
 
+namespace {
+const char* kStarDeformConvBackward = "vfnet::star_deform_conv_backward";
+
+void check_same_device(
+    const at::Tensor& a,
+    const char* a_name,
+    const at::Tensor& b,
+    const char* b_name,
+    const char* op) {
+  TORCH_CHECK(
+      a.device() == b.device(),
+      op, ": expected ", a_name, " and ", b_name, " on the same device, but got ", a_name,
+      " on ", a.device(), " and ", b_name, " on ", b.device());
+}
+
+void check_same_dtype(
+    const at::Tensor& a,
+    const char* a_name,
+    const at::Tensor& b,
+    const char* b_name,
+    const char* op) {
+  TORCH_CHECK(
+      a.scalar_type() == b.scalar_type(),
+      op, ": expected ", b_name, " of the same dtype as ", a_name, " (", a.scalar_type(),
+      "), but got ", b.scalar_type());
+}
+} // namespace
+
+void check_star_deform_conv_inputs(
+    const at::Tensor& x,
+    const at::Tensor& ltrb,
+    const at::Tensor& weight,
+    const c10::optional<at::Tensor>& bias,
+    const char* op) {
+  TORCH_CHECK(
+      x.dim() == 4,
+      op, ": expected x of shape (N, C, H, W), but got a ", x.dim(), "-D tensor of shape ",
+      x.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(x.scalar_type()),
+      op, ": expected a floating-point x, but got dtype ", x.scalar_type());
+  check_nchw(ltrb, op, "ltrb", 4, "l, t, r, b");
+  TORCH_CHECK(
+      ltrb.size(0) == x.size(0) && ltrb.size(2) == x.size(2) && ltrb.size(3) == x.size(3),
+      op, ": expected ltrb of shape (", x.size(0), ", 4, ", x.size(2), ", ", x.size(3),
+      ") to match x of shape ", x.sizes(), ", but got ", ltrb.sizes());
+  TORCH_CHECK(
+      weight.dim() == 4 && weight.size(1) == x.size(1) && weight.size(2) == 3 &&
+          weight.size(3) == 3,
+      op, ": expected weight of shape (O, ", x.size(1), ", 3, 3) for x with ", x.size(1),
+      " channels, but got ", weight.sizes());
+  check_same_dtype(x, "x", weight, "weight", op);
+  check_same_device(x, "x", ltrb, "ltrb", op);
+  check_same_device(x, "x", weight, "weight", op);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(
+        bias->dim() == 1 && bias->size(0) == weight.size(0),
+        op, ": expected bias of shape (", weight.size(0), ",) for weight of shape ",
+        weight.sizes(), ", but got ", bias->sizes());
+    check_same_dtype(x, "x", *bias, "bias", op);
+    check_same_device(x, "x", *bias, "bias", op);
+  }
+}
+
+void check_star_deform_conv_backward_inputs(
+    const at::Tensor& grad_out,
+    const at::Tensor& x,
+    const at::Tensor& ltrb,
+    const at::Tensor& weight) {
+  check_star_deform_conv_inputs(x, ltrb, weight, c10::nullopt, kStarDeformConvBackward);
+  TORCH_CHECK(
+      grad_out.dim() == 4 && grad_out.size(0) == x.size(0) &&
+          grad_out.size(1) == weight.size(0) && grad_out.size(2) == x.size(2) &&
+          grad_out.size(3) == x.size(3),
+      kStarDeformConvBackward, ": expected grad_out of shape (", x.size(0), ", ",
+      weight.size(0), ", ", x.size(2), ", ", x.size(3), "), but got ", grad_out.sizes());
+  check_same_dtype(x, "x", grad_out, "grad_out", kStarDeformConvBackward);
+  check_same_device(x, "x", grad_out, "grad_out", kStarDeformConvBackward);
+}
+
+void check_varifocal_loss_inputs(
+    const at::Tensor& logits,
+    const at::Tensor& targets,
+    double gamma,
+    int64_t reduction,
+    const char* op) {
+  TORCH_CHECK(
+      logits.sizes() == targets.sizes(),
+      op, ": expected logits and targets of the same shape, but got ", logits.sizes(), " and ",
+      targets.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(logits.scalar_type()),
+      op, ": expected floating-point logits, but got dtype ", logits.scalar_type());
+  check_same_dtype(logits, "logits", targets, "targets", op);
+  check_same_device(logits, "logits", targets, "targets", op);
+  TORCH_CHECK(gamma >= 0, op, ": expected gamma >= 0, but got ", gamma);
+  TORCH_CHECK(
+      reduction == kVflReductionNone || reduction == kVflReductionMean ||
+          reduction == kVflReductionSum,
+      op, ": expected reduction 0 (none), 1 (mean) or 2 (sum), but got ", reduction);
+}
+
+void check_varifocal_loss_backward_inputs(
+    const at::Tensor& grad,
+    const at::Tensor& logits,
+    const at::Tensor& targets,
+    double gamma,
+    int64_t reduction) {
+  const char* op = "vfnet::varifocal_loss_backward";
+  check_varifocal_loss_inputs(logits, targets, gamma, reduction, op);
+  if (reduction == kVflReductionNone) {
+    TORCH_CHECK(
+        grad.sizes() == logits.sizes(),
+        op, ": expected grad of the logits' shape ", logits.sizes(), " (reduction none), but got ",
+        grad.sizes());
+  } else {
+    TORCH_CHECK(
+        grad.dim() == 0,
+        op, ": expected a 0-d grad (reduction mean or sum), but got shape ", grad.sizes());
+  }
+  check_same_dtype(logits, "logits", grad, "grad", op);
+  check_same_device(logits, "logits", grad, "grad", op);
+}
+
 TORCH_LIBRARY(vfnet, m) {
   // ltrb: (N, 4, H, W) box side distances (l, t, r, b) in feature-map cells.
   // returns: (N, 18, H, W) offsets of a 3x3 deformable conv that sample the
@@ -65,6 +192,26 @@ TORCH_LIBRARY(vfnet, m) {
   m.def("star_offsets(Tensor ltrb) -> Tensor");
   // grad_offset: (N, 18, H, W) -> grad_ltrb: (N, 4, H, W).
   m.def("star_offsets_backward(Tensor grad_offset) -> Tensor");
+
+  // Star-shaped deformable convolution straight from the boxes (star_deform_conv.h):
+  // x (N, C, H, W), ltrb (N, 4, H, W) in feature-map cells (any floating dtype), weight
+  // (O, C, 3, 3) and bias (O,) of x's dtype -> (N, O, H, W) of x's dtype. Equal to
+  // torchvision's deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1).
+  m.def("star_deform_conv(Tensor x, Tensor ltrb, Tensor weight, Tensor? bias) -> Tensor");
+  // -> (grad_x, grad_ltrb, grad_weight, grad_bias), of the dtypes of x, ltrb, weight and x.
+  m.def(
+      "star_deform_conv_backward(Tensor grad_out, Tensor x, Tensor ltrb, Tensor weight) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
+
+  // Varifocal Loss (varifocal_loss.h); logits and targets of one shape and dtype; reduction
+  // 0 = none (the loss per element), 1 = mean, 2 = sum (0-d).
+  m.def(
+      "varifocal_loss(Tensor logits, Tensor targets, float alpha, float gamma, "
+      "bool iou_weighted, int reduction) -> Tensor");
+  // grad: of the loss's shape -> d loss / d logits (the targets get no gradient).
+  m.def(
+      "varifocal_loss_backward(Tensor grad, Tensor logits, Tensor targets, float alpha, "
+      "float gamma, bool iou_weighted, int reduction) -> Tensor");
 }
 
 } // namespace vfnet
