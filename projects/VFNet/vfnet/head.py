@@ -49,6 +49,7 @@ class VFNetHead(nn.Module):
         bbox_norm_type: str = "reg_denom",
         reg_denoms: Sequence[float] = (64, 128, 256, 512, 1024),
         prior_prob: float = 0.01,
+        fused_ops: bool = True,
     ):
         """
         Args:
@@ -63,6 +64,11 @@ class VFNetHead(nn.Module):
             bbox_norm_type: "reg_denom" (multiply exp() by ``reg_denoms``) or "stride".
             reg_denoms: per-level box normalisers in pixels for "reg_denom".
             prior_prob: prior probability the classifier's bias is initialised for.
+            fused_ops: run the two star-shaped deformable convs with the fused kernel
+                :func:`vfnet.ops.star_deform_conv` (default; the same output as torchvision's
+                ``deform_conv2d`` on the CPU in float32, faster and with a fraction of the
+                memory), or with star offsets + torchvision (the reference path). Without
+                ``vfnet._C`` the reference path runs either way.
         """
         super().__init__()
         in_channels = {s.channels for s in input_shape}
@@ -85,6 +91,7 @@ class VFNetHead(nn.Module):
             raise ValueError(f"VFNetHead: GroupNorm(32) needs feat_channels divisible by 32, got {feat_channels}")
         self.num_classes = num_classes
         self.gradient_mul = gradient_mul
+        self.fused_ops = fused_ops
 
         def tower_conv(channels_in: int, deformable: bool) -> nn.Module:
             if deformable:
@@ -114,10 +121,10 @@ class VFNetHead(nn.Module):
         self.bbox_init_conv = tower_conv(feat_channels, deformable=False)
         self.bbox_init_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
         self.bbox_init_scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
-        self.bbox_refine_dconv = StarDeformConv2d(feat_channels, feat_channels)
+        self.bbox_refine_dconv = StarDeformConv2d(feat_channels, feat_channels, use_fused_op=fused_ops)
         self.bbox_refine_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
         self.bbox_refine_scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
-        self.cls_dconv = StarDeformConv2d(feat_channels, feat_channels)
+        self.cls_dconv = StarDeformConv2d(feat_channels, feat_channels, use_fused_op=fused_ops)
         self.cls_score = nn.Conv2d(feat_channels, num_classes, kernel_size=3, padding=1)
 
         for module in self.modules():
@@ -141,6 +148,7 @@ class VFNetHead(nn.Module):
             "bbox_norm_type": v.BBOX_NORM_TYPE,
             "reg_denoms": list(v.REG_DENOMS),
             "prior_prob": v.PRIOR_PROB,
+            "fused_ops": v.FUSED_OPS,
         }
 
     def forward(
@@ -171,7 +179,10 @@ class VFNetHead(nn.Module):
             # Star offsets see the initial box with a damped gradient, in feature-map cells.
             g = self.gradient_mul
             star_box = ((1 - g) * box_init.detach() + g * box_init) / self.strides[level]
-            star_box = star_box.to(reg_feat.dtype)
+            if not self.fused_ops:
+                # The fused op takes the float32 boxes as they are (positions in float32 even for
+                # bfloat16 features under autocast); torchvision's needs the features' dtype.
+                star_box = star_box.to(reg_feat.dtype)
 
             refine_feat = F.relu(self.bbox_refine_dconv(reg_feat, star_box))
             refine_factors = self.bbox_refine_scales[level](self.bbox_refine_pred(refine_feat)).float().exp()

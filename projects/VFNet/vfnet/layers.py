@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
-from .ops import star_offsets
+from .ops import HAS_C_EXTENSION, star_deform_conv, star_offsets
 
 __all__ = ["Scale", "StarDeformConv2d", "ModulatedDeformConv2d"]
 
@@ -47,12 +47,20 @@ class StarDeformConv2d(nn.Module):
     The box is given as distances (l, t, r, b) from each location, in feature-map cells; the
     sampling points are (x - l, y - t), (x, y - t), (x + r, y - t), (x - l, y), (x, y),
     (x + r, y), (x - l, y + b), (x, y + b), (x + r, y + b).
+
+    With ``use_fused_op`` (the default) it runs the fused kernel :func:`vfnet.ops.star_deform_conv`
+    (no offset tensor, column buffer in chunks; on the CPU in float32 the same output as the other
+    path to the bit, and bfloat16 inputs are computed natively, e.g. under CPU autocast). Otherwise,
+    or when ``vfnet._C`` is not built (a warning says so once), it builds the offsets with
+    :func:`vfnet.ops.star_offsets` and calls torchvision's ``deform_conv2d`` (float32 for
+    bfloat16/float16 CPU inputs): the reference path.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False, use_fused_op: bool = True):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.use_fused_op = use_fused_op
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         _reset_deform_weight(self.weight)
@@ -61,22 +69,30 @@ class StarDeformConv2d(nn.Module):
         """
         Args:
             x: (N, C_in, H, W) features.
-            ltrb: (N, 4, H, W) box side distances (l, t, r, b) in feature-map cells.
+            ltrb: (N, 4, H, W) box side distances (l, t, r, b) in feature-map cells (the fused
+                op takes any floating dtype and computes the positions in float32).
         Returns:
-            (N, C_out, H, W)
+            (N, C_out, H, W), of ``x``'s dtype with the fused op (float32 from the reference
+            path for bfloat16/float16 CPU inputs).
         """
         if ltrb.shape[0] != x.shape[0] or ltrb.shape[-2:] != x.shape[-2:]:
             raise ValueError(
                 f"StarDeformConv2d: ltrb of shape {tuple(ltrb.shape)} does not match features "
                 f"of shape {tuple(x.shape)} (expected ({x.shape[0]}, 4, {x.shape[2]}, {x.shape[3]}))"
             )
+        if self.use_fused_op and HAS_C_EXTENSION:
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return star_deform_conv(x, ltrb, self.weight.to(x.dtype), bias)
         dtype = _deform_conv_dtype(x)
         offset = star_offsets(ltrb).to(dtype)
         bias = None if self.bias is None else self.bias.to(dtype)
         return deform_conv2d(x.to(dtype), offset, self.weight.to(dtype), bias, padding=1)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=3, bias={self.bias is not None}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size=3, bias={self.bias is not None}, "
+            f"use_fused_op={self.use_fused_op}"
+        )
 
 
 class ModulatedDeformConv2d(nn.Module):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .assigners import ATSSAssigner, FCOSAssigner
 from .head import VFNetHead
 from .losses import varifocal_loss
+from .ops import varifocal_loss as fused_varifocal_loss
 from .nms import batched_soft_nms
 
 __all__ = ["VFNet", "distances_to_boxes"]
@@ -91,6 +92,7 @@ class VFNet(DenseDetector):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         input_format: str = "RGB",
+        fused_ops: bool = True,
     ):
         """
         Args:
@@ -118,6 +120,11 @@ class VFNet(DenseDetector):
             max_detections_per_image: detections kept per image after NMS.
             pixel_mean, pixel_std: normalisation, in the channel order of the input images.
             input_format: channel order of the input images ("RGB" for the reference's weights).
+            fused_ops: compute the Varifocal Loss with the fused kernel
+                :func:`vfnet.ops.varifocal_loss` (default: one pass each way, no temporaries of
+                the logits' size) or with the eager :func:`vfnet.losses.varifocal_loss` (the
+                reference). The head has its own ``fused_ops`` for its star-shaped deformable
+                convs; the yacs config sets both from ``MODEL.VFNET.FUSED_OPS``.
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if head.num_classes != num_classes:
@@ -150,6 +157,7 @@ class VFNet(DenseDetector):
         self.soft_nms_min_score = soft_nms_min_score
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
+        self.fused_ops = fused_ops
 
     @classmethod
     def from_config(cls, cfg):
@@ -203,6 +211,7 @@ class VFNet(DenseDetector):
             "soft_nms_sigma": v.SOFT_NMS_SIGMA,
             "soft_nms_min_score": v.SOFT_NMS_MIN_SCORE,
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "fused_ops": v.FUSED_OPS,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
@@ -316,7 +325,8 @@ class VFNet(DenseDetector):
         if self.use_vfl:
             cls_targets = torch.zeros_like(logits, dtype=torch.float32)
             cls_targets[pos_images, pos_points, gt_labels[pos_images, pos_points]] = iou_refine
-            loss_cls = varifocal_loss(
+            vfl = fused_varifocal_loss if self.fused_ops else varifocal_loss
+            loss_cls = vfl(
                 logits.float(),
                 cls_targets,
                 alpha=self.vfl_alpha,

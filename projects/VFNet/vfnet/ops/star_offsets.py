@@ -21,37 +21,14 @@ The kernels live in the C++/CUDA extension ``vfnet._C`` (``torch.ops.vfnet.star_
 ``torch.compile`` / ``torch.export`` and their autograd formulas. When ``vfnet._C`` is missing,
 one warning says so and :func:`star_offsets` uses :func:`star_offsets_reference` instead.
 """
-import warnings
-
 import torch
+
+from ._extension import HAS_C_EXTENSION
 
 __all__ = ["HAS_C_EXTENSION", "star_offsets", "star_offsets_reference"]
 
 NUM_TAPS = 9
 NUM_OFFSET_CHANNELS = 2 * NUM_TAPS
-
-
-def _load_extension():
-    try:
-        from .. import _C  # noqa: F401  (loading the library registers torch.ops.vfnet.*)
-    except ImportError as e:
-        return e
-    if not hasattr(torch.ops.vfnet, "star_offsets"):
-        return ImportError("vfnet._C was imported but does not register vfnet::star_offsets")
-    return None
-
-
-_LOAD_ERROR = _load_extension()
-#: True when the compiled kernels of ``vfnet._C`` are used, False for the pure-PyTorch fallback.
-HAS_C_EXTENSION = _LOAD_ERROR is None
-if not HAS_C_EXTENSION:
-    warnings.warn(
-        f"vfnet._C could not be loaded ({_LOAD_ERROR}); vfnet.ops.star_offsets falls back to its "
-        "pure-PyTorch implementation (same results, slower). Build the extension with "
-        "`make install` (or `pip install --no-build-isolation -e .`), see README.md.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
 
 
 def _check_nchw(x, op, arg, channels, meaning):

@@ -1,0 +1,201 @@
+"""VFNet's star-shaped deformable convolution, computed straight from the boxes.
+
+For each location (y, x) of a feature map with a box given by its side distances (l, t, r, b) (in
+feature-map cells), the 3x3 kernel's nine taps sample the box's "star" points
+
+    (y - t, x - l)   (y - t, x)   (y - t, x + r)
+    (y,     x - l)   (y,     x)   (y,     x + r)
+    (y + b, x - l)   (y + b, x)   (y + b, x + r)
+
+bilinearly (zero outside the map), and the output is the usual sum over channels and taps with
+``weight`` (O, C, 3, 3), plus ``bias``. :func:`star_deform_conv` equals
+``torchvision.ops.deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1)``
+(:func:`star_deform_conv_reference`), but builds neither the (N, 18, H, W) offsets nor the
+(C * 9, H * W) column buffer of a whole image: the kernels of ``vfnet._C``
+(``torch.ops.vfnet.star_deform_conv`` and ``star_deform_conv_backward``) sample the columns of a
+few hundred positions at a time and multiply them by the weight as they go.
+
+On the CPU in float32 and float64 the output is torchvision's bit for bit (same sampling
+arithmetic, same GEMM per column); bfloat16 inputs are sampled in float32 and multiplied in
+bfloat16 with float32 accumulation, float16 inputs computed in float32. On CUDA the kernels follow
+the same formulas (float32 accumulation for float16/bfloat16); results match torchvision's to
+rounding.
+
+Gradients flow to ``x``, ``ltrb``, ``weight`` and ``bias`` (first order only). As in torchvision,
+the gradient with respect to a sampling position is that of the bilinear interpolation (one-sided
+at integer positions) and zero where the sample is outside the map.
+
+This module registers the ops' fake (meta) kernels for ``torch.compile`` / ``torch.export`` and
+their autograd formula. It must not import detectron2.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._extension import HAS_C_EXTENSION
+from .star_offsets import star_offsets_reference
+
+__all__ = ["star_deform_conv", "star_deform_conv_reference"]
+
+_OP = "vfnet::star_deform_conv"
+
+
+def _check_inputs(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor], op: str = _OP) -> None:
+    # Same conditions and messages as check_star_deform_conv_inputs in csrc/vfnet_ops.cpp.
+    if x.dim() != 4:
+        raise RuntimeError(
+            f"{op}: expected x of shape (N, C, H, W), but got a {x.dim()}-D tensor of shape {list(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise RuntimeError(f"{op}: expected a floating-point x, but got dtype {x.dtype}")
+    if ltrb.dim() != 4:
+        raise RuntimeError(
+            f"{op}: expected ltrb of shape (N, 4, H, W) (l, t, r, b), but got a {ltrb.dim()}-D tensor "
+            f"of shape {list(ltrb.shape)}"
+        )
+    if ltrb.shape[1] != 4:
+        raise RuntimeError(
+            f"{op}: expected ltrb to have 4 channels in dim 1 (l, t, r, b), but got {ltrb.shape[1]} "
+            f"channels (shape {list(ltrb.shape)})"
+        )
+    if not ltrb.is_floating_point():
+        raise RuntimeError(f"{op}: expected a floating-point ltrb, but got dtype {ltrb.dtype}")
+    n, c, h, w = x.shape
+    if ltrb.shape[0] != n or ltrb.shape[2] != h or ltrb.shape[3] != w:
+        raise RuntimeError(
+            f"{op}: expected ltrb of shape ({n}, 4, {h}, {w}) to match x of shape {list(x.shape)}, "
+            f"but got {list(ltrb.shape)}"
+        )
+    if weight.dim() != 4 or weight.shape[1] != c or weight.shape[2] != 3 or weight.shape[3] != 3:
+        raise RuntimeError(
+            f"{op}: expected weight of shape (O, {c}, 3, 3) for x with {c} channels, but got "
+            f"{list(weight.shape)}"
+        )
+    if weight.dtype != x.dtype:
+        raise RuntimeError(
+            f"{op}: expected weight of the same dtype as x ({x.dtype}), but got {weight.dtype}"
+        )
+    for name, t in (("ltrb", ltrb), ("weight", weight)):
+        if t.device != x.device:
+            raise RuntimeError(
+                f"{op}: expected x and {name} on the same device, but got x on {x.device} and "
+                f"{name} on {t.device}"
+            )
+    if bias is not None:
+        if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
+            raise RuntimeError(
+                f"{op}: expected bias of shape ({weight.shape[0]},) for weight of shape "
+                f"{list(weight.shape)}, but got {list(bias.shape)}"
+            )
+        if bias.dtype != x.dtype:
+            raise RuntimeError(f"{op}: expected bias of the same dtype as x ({x.dtype}), but got {bias.dtype}")
+        if bias.device != x.device:
+            raise RuntimeError(
+                f"{op}: expected x and bias on the same device, but got x on {x.device} and bias on "
+                f"{bias.device}"
+            )
+
+
+def star_deform_conv_reference(
+    x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor] = None
+) -> Tensor:
+    """
+    Pure-PyTorch :func:`star_deform_conv`: :func:`star_offsets_reference` then
+    ``torchvision.ops.deform_conv2d(..., padding=1)`` (the reference of the tests, and the
+    fallback without ``vfnet._C``).
+
+    The sampling positions are computed in float32 (float64 for float64 ``x``) from ``ltrb``;
+    torchvision has no float16/bfloat16 CPU kernel, so such inputs are computed in float32 on the
+    CPU. The result has ``x``'s dtype.
+    """
+    from torchvision.ops import deform_conv2d
+
+    _check_inputs(x, ltrb, weight, bias)
+    position_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute_dtype = x.dtype
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        compute_dtype = torch.float32
+    offset = star_offsets_reference(ltrb.to(position_dtype)).to(compute_dtype)
+    out = deform_conv2d(
+        x.to(compute_dtype),
+        offset,
+        weight.to(compute_dtype),
+        None if bias is None else bias.to(compute_dtype),
+        padding=1,
+    )
+    return out.to(x.dtype)
+
+
+def star_deform_conv(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """
+    3x3 deformable convolution sampling the star points of boxes ``ltrb``.
+
+    Args:
+        x: (N, C, H, W) features; float32, float64, float16 or bfloat16; CPU, or CUDA when
+            ``vfnet._C`` was built with CUDA. Any strides.
+        ltrb: (N, 4, H, W) box side distances (l, t, r, b) from each location, in feature-map
+            cells; any floating dtype (the positions are computed in float32, float64 for float64
+            ``x``); may reach beyond the map (those samples read zeros).
+        weight: (O, C, 3, 3) of ``x``'s dtype.
+        bias: optional (O,) of ``x``'s dtype.
+
+    Returns:
+        (N, O, H, W) of ``x``'s dtype, contiguous: torchvision's
+        ``deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1)``.
+
+    Differentiable (first order) with respect to ``x``, ``ltrb``, ``weight`` and ``bias``.
+
+    Raises:
+        RuntimeError: on shapes, dtypes or devices that do not fit together (the message names
+            the argument).
+    """
+    if HAS_C_EXTENSION:
+        return torch.ops.vfnet.star_deform_conv(x, ltrb, weight, bias)
+    return star_deform_conv_reference(x, ltrb, weight, bias)
+
+
+if HAS_C_EXTENSION:
+
+    @torch.library.register_fake("vfnet::star_deform_conv")
+    def _star_deform_conv_fake(x, ltrb, weight, bias):
+        _check_inputs(x, ltrb, weight, bias)
+        n, _, h, w = x.shape
+        return x.new_empty((n, weight.shape[0], h, w))
+
+    @torch.library.register_fake("vfnet::star_deform_conv_backward")
+    def _star_deform_conv_backward_fake(grad_out, x, ltrb, weight):
+        op = "vfnet::star_deform_conv_backward"
+        _check_inputs(x, ltrb, weight, None, op)
+        n, _, h, w = x.shape
+        o = weight.shape[0]
+        if tuple(grad_out.shape) != (n, o, h, w):
+            raise RuntimeError(
+                f"{op}: expected grad_out of shape ({n}, {o}, {h}, {w}), but got {list(grad_out.shape)}"
+            )
+        if grad_out.dtype != x.dtype:
+            raise RuntimeError(
+                f"{op}: expected grad_out of the same dtype as x ({x.dtype}), but got {grad_out.dtype}"
+            )
+        return (
+            x.new_empty(x.shape),
+            ltrb.new_empty(ltrb.shape),
+            weight.new_empty(weight.shape),
+            x.new_empty((o,)),
+        )
+
+    def _setup_context(ctx, inputs, output):
+        x, ltrb, weight, bias = inputs
+        ctx.save_for_backward(x, ltrb, weight)
+        ctx.has_bias = bias is not None
+
+    def _star_deform_conv_grad(ctx, grad_out):
+        x, ltrb, weight = ctx.saved_tensors
+        grad_x, grad_ltrb, grad_weight, grad_bias = torch.ops.vfnet.star_deform_conv_backward(
+            grad_out, x, ltrb, weight
+        )
+        return grad_x, grad_ltrb, grad_weight, grad_bias if ctx.has_bias else None
+
+    torch.library.register_autograd(
+        "vfnet::star_deform_conv", _star_deform_conv_grad, setup_context=_setup_context
+    )
