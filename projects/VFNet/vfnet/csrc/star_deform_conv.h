@@ -16,11 +16,13 @@
 // No CUDA header is included.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <tuple>
 
 namespace vfnet {
@@ -157,6 +159,100 @@ C10_HOST_DEVICE inline Ltrb<acc_t> star_ltrb_grad(const acc_t* gy, const acc_t* 
       -(gy[0] + gy[1] + gy[2]),
       gx[2] + gx[5] + gx[8],
       gy[6] + gy[7] + gy[8]};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side plan: how the batch's positions are cut into column matrices (chunks).
+
+// Positions [0, total) split into `count` chunks of base or base + 1 positions.
+struct StarChunks {
+  int64_t count;
+  int64_t base;
+  int64_t rem;
+  int64_t start(int64_t i) const {
+    return i * base + std::min(i, rem);
+  }
+  int64_t size(int64_t i) const {
+    return base + (i < rem ? 1 : 0);
+  }
+};
+
+inline StarChunks star_make_chunks(int64_t total, int64_t max_cols) {
+  const int64_t count = std::max<int64_t>(1, (total + max_cols - 1) / max_cols);
+  return StarChunks{count, total / count, total % count};
+}
+
+// How the batch is cut into column matrices. torchvision runs one GEMM per group of
+// `n_parallel` images (the largest divisor of N that is at most 32) on their concatenated
+// positions. MKL's result for a column does not depend on the other columns of the call once
+// the call has a dozen or more columns, but it does below that: so groups small enough for one
+// chunk are processed exactly like torchvision (one GEMM per group), and larger images are cut
+// into chunks of at least min_chunk / 2 positions within each image.
+struct StarPlan {
+  int64_t n_parallel; // images per segment
+  int64_t max_cols; // positions per chunk
+  int64_t max_pc; // largest chunk
+  bool grouped; // segments of n_parallel images, one chunk each; else one image per segment
+};
+
+inline StarPlan star_make_plan(
+    int64_t n_img,
+    int64_t hw_size,
+    int64_t rows,
+    int64_t elem_size,
+    int64_t column_bytes,
+    int64_t min_chunk) {
+  StarPlan plan;
+  plan.max_cols =
+      std::max<int64_t>(min_chunk, column_bytes / std::max<int64_t>(1, rows * elem_size));
+  int64_t n_parallel = 1;
+  for (int64_t d = std::min<int64_t>(n_img, 32); d >= 1; --d) {
+    if (n_img % d == 0) {
+      n_parallel = d;
+      break;
+    }
+  }
+  plan.grouped = n_parallel > 1 && n_parallel * hw_size <= plan.max_cols;
+  plan.n_parallel = plan.grouped ? n_parallel : 1;
+  if (plan.grouped) {
+    plan.max_pc = n_parallel * hw_size;
+  } else {
+    const StarChunks c = star_make_chunks(hw_size, plan.max_cols);
+    plan.max_pc = c.base + (c.rem > 0 ? 1 : 0);
+  }
+  return plan;
+}
+
+// Calls fn(n0, n_seg, v0, pc, first, last) for each chunk: positions [v0, v0 + pc) of the
+// concatenated positions of images [n0, n0 + n_seg); first / last: the segment's first / last chunk.
+template <typename Fn>
+void star_for_each_chunk(int64_t n_img, int64_t hw_size, const StarPlan& plan, const Fn& fn) {
+  for (int64_t n0 = 0; n0 < n_img; n0 += plan.n_parallel) {
+    const int64_t n_seg = plan.n_parallel;
+    const StarChunks chunks = plan.grouped ? StarChunks{1, n_seg * hw_size, 0}
+                                           : star_make_chunks(hw_size, plan.max_cols);
+    for (int64_t i = 0; i < chunks.count; ++i) {
+      fn(n0, n_seg, chunks.start(i), chunks.size(i), i == 0, i == chunks.count - 1);
+    }
+  }
+}
+
+// (O, pc) matrix of a chunk's positions in t (N, O, H, W): a view within one image, else a copy.
+inline at::Tensor star_chunk_matrix(
+    const at::Tensor& t,
+    int64_t n0,
+    int64_t n_seg,
+    int64_t v0,
+    int64_t pc) {
+  const int64_t o = t.size(1), hw_size = t.size(2) * t.size(3);
+  if (n_seg == 1) {
+    return t.select(0, n0).view({o, hw_size}).narrow(1, v0, pc);
+  }
+  return t.narrow(0, n0, n_seg)
+      .view({n_seg, o, hw_size})
+      .permute({1, 0, 2})
+      .reshape({o, n_seg * hw_size})
+      .narrow(1, v0, pc);
 }
 
 } // namespace vfnet

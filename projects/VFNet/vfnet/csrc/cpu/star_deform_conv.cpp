@@ -46,59 +46,6 @@ constexpr int64_t kMinChunk = 256;
 // Channel blocks of the backward's scatter (their partial sums are added in block order).
 constexpr int64_t kMaxBlocks = 8;
 
-// Positions [0, total) split into `count` chunks of base or base + 1 positions.
-struct Chunks {
-  int64_t count;
-  int64_t base;
-  int64_t rem;
-  int64_t start(int64_t i) const {
-    return i * base + std::min(i, rem);
-  }
-  int64_t size(int64_t i) const {
-    return base + (i < rem ? 1 : 0);
-  }
-};
-
-Chunks make_chunks(int64_t total, int64_t max_cols) {
-  const int64_t count = std::max<int64_t>(1, (total + max_cols - 1) / max_cols);
-  return Chunks{count, total / count, total % count};
-}
-
-// How the batch is cut into column matrices. torchvision runs one GEMM per group of
-// `n_parallel` images (the largest divisor of N that is at most 32) on their concatenated
-// positions. MKL's result for a column does not depend on the other columns of the call once
-// the call has a dozen or more columns, but it does below that: so groups small enough for one
-// chunk are processed exactly like torchvision (one GEMM per group), and larger images are cut
-// into chunks of at least kMinChunk / 2 positions within each image.
-struct Plan {
-  int64_t n_parallel; // images per segment
-  int64_t max_cols; // positions per chunk
-  int64_t max_pc; // largest chunk
-  bool grouped; // segments of n_parallel images, one chunk each; else one image per segment
-};
-
-Plan make_plan(int64_t n_img, int64_t hw_size, int64_t rows, int64_t elem_size) {
-  Plan plan;
-  plan.max_cols =
-      std::max<int64_t>(kMinChunk, kColumnBytes / std::max<int64_t>(1, rows * elem_size));
-  int64_t n_parallel = 1;
-  for (int64_t d = std::min<int64_t>(n_img, 32); d >= 1; --d) {
-    if (n_img % d == 0) {
-      n_parallel = d;
-      break;
-    }
-  }
-  plan.grouped = n_parallel > 1 && n_parallel * hw_size <= plan.max_cols;
-  plan.n_parallel = plan.grouped ? n_parallel : 1;
-  if (plan.grouped) {
-    plan.max_pc = n_parallel * hw_size;
-  } else {
-    const Chunks c = make_chunks(hw_size, plan.max_cols);
-    plan.max_pc = c.base + (c.rem > 0 ? 1 : 0);
-  }
-  return plan;
-}
-
 // The sampling table of one chunk: entry k * pc + q is tap k of the chunk's position q.
 template <typename acc_t>
 struct SampleTable {
@@ -218,29 +165,6 @@ void im2col(const acc_t* pad, const Geometry& geo, const SampleTable<acc_t>& tab
   });
 }
 
-// Calls fn(n0, n_seg, v0, pc) for each chunk: positions [v0, v0 + pc) of the concatenated
-// positions of images [n0, n0 + n_seg); `first` is true on a segment's first chunk.
-template <typename Fn>
-void for_each_chunk(int64_t n_img, int64_t hw_size, const Plan& plan, const Fn& fn) {
-  for (int64_t n0 = 0; n0 < n_img; n0 += plan.n_parallel) {
-    const int64_t n_seg = plan.n_parallel;
-    const Chunks chunks =
-        plan.grouped ? Chunks{1, n_seg * hw_size, 0} : make_chunks(hw_size, plan.max_cols);
-    for (int64_t i = 0; i < chunks.count; ++i) {
-      fn(n0, n_seg, chunks.start(i), chunks.size(i), i == 0, i == chunks.count - 1);
-    }
-  }
-}
-
-// (O, pc) matrix of the chunk's columns of t (N, O, H, W): a view within one image, or a copy.
-at::Tensor chunk_matrix(const at::Tensor& t, int64_t n0, int64_t n_seg, int64_t v0, int64_t pc) {
-  const int64_t o = t.size(1), hw_size = t.size(2) * t.size(3);
-  if (n_seg == 1) {
-    return t.select(0, n0).view({o, hw_size}).narrow(1, v0, pc);
-  }
-  return t.narrow(0, n0, n_seg).view({n_seg, o, hw_size}).permute({1, 0, 2}).reshape({o, n_seg * hw_size}).narrow(1, v0, pc);
-}
-
 // x: contiguous (N, C, H, W) of scalar_t; ltrb: contiguous (N, 4, H, W) of acc_t;
 // weight2d: contiguous (O, C * 9) of col_t; out: contiguous (N, O, H, W) of col_t.
 template <typename scalar_t, typename acc_t, typename col_t>
@@ -258,7 +182,7 @@ void forward_impl(
   geo.wp = geo.width + 2;
   geo.plane = (geo.height + 2) * geo.wp;
   const int64_t rows = geo.channels * kTaps;
-  const Plan plan = make_plan(n_img, geo.hw_size, rows, sizeof(col_t));
+  const StarPlan plan = star_make_plan(n_img, geo.hw_size, rows, sizeof(col_t), kColumnBytes, kMinChunk);
   const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor pad = at::zeros({plan.n_parallel * geo.channels, geo.height + 2, geo.wp}, acc_opts);
   at::Tensor columns = at::empty({rows * plan.max_pc}, weight2d.options());
@@ -267,7 +191,7 @@ void forward_impl(
 
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
   const acc_t* ltrb_ptr = ltrb.const_data_ptr<acc_t>();
-  for_each_chunk(n_img, geo.hw_size, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool) {
+  star_for_each_chunk(n_img, geo.hw_size, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool) {
     if (first) {
       pad_images<scalar_t, acc_t>(
           x_ptr + n0 * geo.channels * geo.hw_size, n_seg, geo, pad.mutable_data_ptr<acc_t>());
@@ -306,7 +230,7 @@ void backward_impl(
   geo.plane = (geo.height + 2) * geo.wp;
   const int64_t channels = geo.channels, wp = geo.wp, plane = geo.plane, hw_size = geo.hw_size;
   const int64_t rows = channels * kTaps;
-  const Plan plan = make_plan(n_img, hw_size, rows, sizeof(col_t));
+  const StarPlan plan = star_make_plan(n_img, hw_size, rows, sizeof(col_t), kColumnBytes, kMinChunk);
   const int64_t max_pc = plan.max_pc;
   const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor pad = at::zeros({plan.n_parallel * channels, geo.height + 2, wp}, acc_opts);
@@ -325,14 +249,14 @@ void backward_impl(
   const acc_t* ltrb_ptr = ltrb.const_data_ptr<acc_t>();
   acc_t* gl_ptr = grad_ltrb.mutable_data_ptr<acc_t>();
   const at::Tensor weight_t = weight2d.t();
-  for_each_chunk(n_img, hw_size, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool last) {
+  star_for_each_chunk(n_img, hw_size, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool last) {
     if (first) {
       pad_images<scalar_t, acc_t>(
           x_ptr + n0 * channels * hw_size, n_seg, geo, pad.mutable_data_ptr<acc_t>());
       grad_pad.zero_();
     }
     build_table(ltrb_ptr + n0 * 4 * hw_size, geo, v0, pc, true, tab);
-    const at::Tensor g = chunk_matrix(grad_out, n0, n_seg, v0, pc);
+    const at::Tensor g = star_chunk_matrix(grad_out, n0, n_seg, v0, pc);
     at::Tensor gcols = grad_columns.narrow(0, 0, rows * pc).view({rows, pc});
     at::mm_out(gcols, weight_t, g);
     im2col<acc_t, col_t>(pad.const_data_ptr<acc_t>(), geo, tab, columns.mutable_data_ptr<col_t>());
