@@ -45,6 +45,14 @@ constexpr int64_t kColumnBytes = int64_t(8) << 20;
 constexpr int64_t kMinChunk = 256;
 // Channel blocks of the backward's scatter (their partial sums are added in block order).
 constexpr int64_t kMaxBlocks = 8;
+// Least work (samples) per parallel_for chunk: smaller loops run on the calling thread, which
+// matters for the small maps of the coarse levels (waking threads costs more than the work).
+constexpr int64_t kMinWork = 32768;
+
+// parallel_for grain for items of `work` samples each.
+int64_t grain(int64_t work) {
+  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work));
+}
 
 // The sampling table of one chunk: entry k * pc + q is tap k of the chunk's position q.
 template <typename acc_t>
@@ -92,7 +100,7 @@ void build_table(
     bool backward,
     SampleTable<acc_t>& tab) {
   tab.pc = pc;
-  at::parallel_for(0, pc, 2048, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, pc, grain(kTaps), [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const int64_t v = v0 + q;
       const int64_t img = v / geo.hw_size, p = v % geo.hw_size;
@@ -128,7 +136,7 @@ void build_table(
 // buffer.
 template <typename scalar_t, typename acc_t>
 void pad_images(const scalar_t* x_seg, int64_t n_seg, const Geometry& geo, acc_t* pad) {
-  at::parallel_for(0, n_seg * geo.channels, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, n_seg * geo.channels, grain(geo.hw_size), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const scalar_t* src = x_seg + c * geo.hw_size;
       acc_t* dst = pad + c * geo.plane + geo.wp + 1;
@@ -145,7 +153,7 @@ void pad_images(const scalar_t* x_seg, int64_t n_seg, const Geometry& geo, acc_t
 template <typename acc_t, typename col_t>
 void im2col(const acc_t* pad, const Geometry& geo, const SampleTable<acc_t>& tab, col_t* columns) {
   const int64_t pc = tab.pc, wp = geo.wp;
-  at::parallel_for(0, geo.channels, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, geo.channels, grain(kTaps * pc), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const acc_t* xp = pad + c * geo.plane;
       for (int k = 0; k < kTaps; ++k) {
@@ -272,7 +280,8 @@ void backward_impl(
     acc_t* gpad = grad_pad.mutable_data_ptr<acc_t>();
     const col_t* gc = gcols.const_data_ptr<col_t>();
     acc_t* part = partial.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t block_grain = channels * kTaps * pc < kMinWork ? blocks : 1;
+    at::parallel_for(0, blocks, block_grain, [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk) {
         acc_t* gy_blk = part + blk * 2 * kTaps * max_pc;
         acc_t* gx_blk = gy_blk + kTaps * max_pc;
@@ -329,7 +338,7 @@ void backward_impl(
       }
     });
     // Add the blocks' partial sums in order, then to the box sides.
-    at::parallel_for(0, pc, 1024, [&](int64_t q0, int64_t q1) {
+    at::parallel_for(0, pc, grain(kTaps * blocks), [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
         acc_t gy[kTaps], gx[kTaps];
         for (int k = 0; k < kTaps; ++k) {
@@ -355,7 +364,7 @@ void backward_impl(
       // The interiors of the padded gradients are grad_x of the segment's images.
       scalar_t* gx_seg = grad_x.mutable_data_ptr<scalar_t>() + n0 * channels * hw_size;
       const acc_t* gsrc = grad_pad.const_data_ptr<acc_t>();
-      at::parallel_for(0, n_seg * channels, 1, [&](int64_t c0, int64_t c1) {
+      at::parallel_for(0, n_seg * channels, grain(hw_size), [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
           const acc_t* src = gsrc + c * plane + wp + 1;
           scalar_t* dst = gx_seg + c * hw_size;

@@ -40,8 +40,10 @@
 namespace vfnet {
 namespace {
 
-// Elements per block (and per parallel_for grain).
+// Elements per block; blocks per parallel_for chunk at least (smaller inputs run on the calling
+// thread: waking threads costs more than the work).
 constexpr int64_t kBlock = 4096;
+constexpr int64_t kGrainBlocks = 8;
 
 // exp(a) for a <= 0 (a < -87 gives exp(-87) ~ 1.6e-38 instead of a denormal or 0).
 VFNET_ALWAYS_INLINE float exp_nonpositive(float a) {
@@ -215,7 +217,7 @@ at::Tensor forward_impl(
   if (reduction == kVflReductionNone) {
     at::Tensor out = at::empty(logits.sizes(), logits.options());
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, blocks, kGrainBlocks, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t begin = b * kBlock, end = std::min(numel, begin + kBlock);
         if constexpr (std::is_same<scalar_t, acc_t>::value) {
@@ -232,7 +234,7 @@ at::Tensor forward_impl(
     return out;
   }
   std::vector<double> sums(static_cast<size_t>(blocks), 0.0);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, kGrainBlocks, [&](int64_t b0, int64_t b1) {
     acc_t buf[kBlock];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kBlock, end = std::min(numel, begin + kBlock);
@@ -279,7 +281,7 @@ void backward_impl(
     scale /= static_cast<double>(numel);
   }
   const acc_t g_scalar = static_cast<acc_t>(scale);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, kGrainBlocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * kBlock, end = std::min(numel, begin + kBlock);
       const int64_t n = end - begin;

@@ -1,0 +1,410 @@
+"""Tests of vfnet.ops.star_deform_conv (kernels in vfnet._C: CPU always, CUDA when available).
+
+The reference is torchvision's deform_conv2d with explicit star offsets
+(vfnet.ops.star_deform_conv_reference); on the CPU in float32 with one thread (the setting of the
+MMDetection parity check) the fused op must reproduce it bit for bit.
+"""
+import contextlib
+import os
+import sys
+import unittest
+
+import torch
+
+from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
+needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
+needs_cuda = unittest.skipUnless(CUDA, "needs a GPU and vfnet._C built with CUDA")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def make_inputs(n, c, o, h, w, dtype=torch.float32, seed=0, reach=1.5, bias=True, device="cpu"):
+    """Features, boxes reaching from 0 to `reach` x the map's size (many sample points fall
+    outside the map), some sides exactly 0 or integers (points on the grid and on the border),
+    weight and bias."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    ltrb = torch.rand(n, 4, h, w, generator=g, dtype=torch.float64) * reach * max(h, w)
+    if n * h * w > 0:
+        ltrb[:, :, ::3] = torch.randint(0, 4, ltrb[:, :, ::3].shape, generator=g).double()
+        ltrb.view(-1)[:: 7] = 0.0
+    weight = torch.randn(o, c, 3, 3, generator=g, dtype=torch.float64) / (3 * c**0.5)
+    b = torch.randn(o, generator=g, dtype=torch.float64) if bias else None
+    cast = lambda t: None if t is None else t.to(dtype=dtype, device=device)  # noqa: E731
+    return cast(x), cast(ltrb), cast(weight), cast(b)
+
+
+# (N, C, O, H, W): realistic head shapes (64 channels: the fixtures), H or W of 1, 1x1, a map of a
+# few positions per image (one GEMM per group of images, as torchvision), and maps large enough
+# to be cut into several chunks of positions.
+SHAPES = [
+    (2, 64, 64, 40, 52),
+    (2, 64, 64, 5, 7),
+    (2, 64, 64, 3, 4),
+    (2, 64, 64, 2, 3),
+    (1, 32, 16, 1, 9),
+    (3, 16, 8, 7, 1),
+    (2, 8, 4, 1, 1),
+    (4, 3, 5, 2, 2),
+    (1, 128, 32, 48, 50),
+]
+
+
+@needs_ext
+class StarDeformConvCPUTest(unittest.TestCase):
+    def test_bitwise_equal_to_torchvision_float32_one_thread(self):
+        with num_threads(1):
+            for i, shape in enumerate(SHAPES):
+                for with_bias in (False, True):
+                    with self.subTest(shape=shape, bias=with_bias):
+                        x, ltrb, weight, bias = make_inputs(*shape, seed=i, bias=with_bias)
+                        out = star_deform_conv(x, ltrb, weight, bias)
+                        ref = star_deform_conv_reference(x, ltrb, weight, bias)
+                        self.assertEqual(out.shape, ref.shape)
+                        self.assertEqual(out.dtype, torch.float32)
+                        self.assertTrue(torch.equal(out, ref), f"max diff {(out - ref).abs().max()}")
+
+    def test_matches_torchvision_default_threads(self):
+        for i, shape in enumerate(SHAPES[:3] + SHAPES[-1:]):
+            with self.subTest(shape=shape):
+                x, ltrb, weight, bias = make_inputs(*shape, seed=10 + i)
+                torch.testing.assert_close(
+                    star_deform_conv(x, ltrb, weight, bias),
+                    star_deform_conv_reference(x, ltrb, weight, bias),
+                    rtol=1e-6,
+                    atol=1e-6,
+                )
+
+    def test_float64_forward_and_gradients_match_torchvision(self):
+        for i, shape in enumerate(SHAPES[1:8]):
+            for with_bias in (False, True):
+                with self.subTest(shape=shape, bias=with_bias):
+                    inputs = make_inputs(*shape, dtype=torch.float64, seed=20 + i, bias=with_bias)
+                    inputs = [None if t is None else t.requires_grad_() for t in inputs]
+                    out = star_deform_conv(*inputs)
+                    ref = star_deform_conv_reference(*inputs)
+                    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+                    grad_out = torch.randn_like(out)
+                    wrt = [t for t in inputs if t is not None]
+                    grads = torch.autograd.grad(out, wrt, grad_out)
+                    grads_ref = torch.autograd.grad(ref, wrt, grad_out)
+                    for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
+                        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+    def test_float32_gradients_match_torchvision(self):
+        x, ltrb, weight, bias = make_inputs(2, 64, 32, 12, 17, seed=3)
+        inputs = [t.requires_grad_() for t in (x, ltrb, weight, bias)]
+        out = star_deform_conv(*inputs)
+        ref = star_deform_conv_reference(*inputs)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+        grads_ref = torch.autograd.grad(ref, inputs, grad_out)
+        for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
+
+    def test_gradcheck(self):
+        for shape, reach in (((2, 2, 2, 3, 4), 0.6), ((1, 2, 3, 1, 4), 1.2), ((2, 2, 2, 3, 1), 1.0)):
+            with self.subTest(shape=shape):
+                g = torch.Generator().manual_seed(0)
+                n, c, o, h, w = shape
+                x = torch.randn(n, c, h, w, dtype=torch.float64, generator=g, requires_grad=True)
+                # Fractional sides (bilinear interpolation is not differentiable on the grid),
+                # reaching past the border.
+                ltrb = (torch.rand(n, 4, h, w, dtype=torch.float64, generator=g) * reach * max(h, w) + 0.05)
+                ltrb.requires_grad_()
+                weight = torch.randn(o, c, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+                bias = torch.randn(o, dtype=torch.float64, generator=g, requires_grad=True)
+                # Full Jacobians on the smallest shape, torchvision's fast mode on the others.
+                fast = n * h * w > 4
+                self.assertTrue(
+                    torch.autograd.gradcheck(star_deform_conv, (x, ltrb, weight, bias), fast_mode=fast)
+                )
+                self.assertTrue(
+                    torch.autograd.gradcheck(star_deform_conv, (x, ltrb, weight, None), fast_mode=True)
+                )
+
+    def test_gradcheck_non_contiguous(self):
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=g).transpose(2, 3).requires_grad_()
+        ltrb = (torch.rand(2, 4, 5, 4, dtype=torch.float64, generator=g) * 3 + 0.05).transpose(2, 3)
+        ltrb.requires_grad_()
+        weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, generator=g).transpose(2, 3).requires_grad_()
+        self.assertFalse(x.is_contiguous() or ltrb.is_contiguous() or weight.is_contiguous())
+        self.assertTrue(torch.autograd.gradcheck(star_deform_conv, (x, ltrb, weight, None), fast_mode=True))
+
+    def test_non_contiguous_inputs(self):
+        x, ltrb, weight, bias = make_inputs(2, 16, 8, 9, 11, seed=4)
+        ref = star_deform_conv(x, ltrb, weight, bias)
+        variants = {
+            "channels_last x": (x.to(memory_format=torch.channels_last), ltrb, weight, bias),
+            "channels_last ltrb": (x, ltrb.to(memory_format=torch.channels_last), weight, bias),
+            "strided": (
+                torch.stack([x, torch.zeros_like(x)], dim=2).flatten(1, 2)[:, ::2],
+                torch.stack([ltrb, torch.zeros_like(ltrb)], dim=2).flatten(1, 2)[:, ::2],
+                weight.transpose(2, 3).contiguous().transpose(2, 3),
+                torch.stack([bias, bias], 1)[:, 0],
+            ),
+        }
+        for name, args in variants.items():
+            with self.subTest(name):
+                self.assertTrue(torch.equal(star_deform_conv(*args), ref))
+
+    def test_empty_batch_and_empty_map(self):
+        for shape in ((0, 4, 3, 5, 6), (2, 4, 3, 0, 5)):
+            with self.subTest(shape=shape):
+                x, ltrb, weight, bias = make_inputs(*shape)
+                inputs = [t.requires_grad_() for t in (x, ltrb, weight, bias)]
+                out = star_deform_conv(*inputs)
+                n, _, h, w = x.shape
+                self.assertEqual(out.shape, (n, 3, h, w))
+                out.sum().backward()
+                for t in inputs:
+                    self.assertEqual(t.grad.shape, t.shape)
+                    self.assertEqual(float(t.grad.abs().sum()), 0.0)
+
+    def test_all_samples_outside_the_map(self):
+        # Boxes far beyond the map: every tap but the centre reads zeros; the centre tap is the
+        # feature itself, so only the centre weights act.
+        x, ltrb, weight, bias = make_inputs(1, 4, 3, 5, 6, seed=5)
+        ltrb = torch.full_like(ltrb, 1e4)
+        centre_only = torch.zeros_like(weight)
+        centre_only[:, :, 1, 1] = weight[:, :, 1, 1]
+        expected = torch.nn.functional.conv2d(x, centre_only, bias, padding=1)
+        torch.testing.assert_close(star_deform_conv(x, ltrb, weight, bias), expected)
+
+    def test_low_precision_cpu(self):
+        x, ltrb, weight, bias = make_inputs(2, 64, 32, 10, 13, seed=6)
+        ref = star_deform_conv_reference(x, ltrb, weight, bias)
+        for dtype, tol in ((torch.bfloat16, 5e-2), (torch.float16, 5e-3)):
+            with self.subTest(dtype=dtype):
+                args = [t.to(dtype).requires_grad_() for t in (x, weight, bias)]
+                # The boxes stay float32 (positions in float32, as the head passes them).
+                box = ltrb.clone().requires_grad_()
+                out = star_deform_conv(args[0], box, args[1], args[2])
+                self.assertEqual(out.dtype, dtype)
+                torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+                out.float().sum().backward()
+                self.assertEqual(args[0].grad.dtype, dtype)
+                self.assertEqual(box.grad.dtype, torch.float32)
+                self.assertTrue(all(torch.isfinite(t.grad.float()).all() for t in args + [box]))
+
+    def test_ltrb_of_another_dtype(self):
+        x, ltrb, weight, _ = make_inputs(2, 8, 4, 6, 7, seed=7)
+        box64 = ltrb.double().requires_grad_()
+        out = star_deform_conv(x, box64, weight)
+        self.assertTrue(torch.equal(out, star_deform_conv(x, ltrb, weight)))
+        out.sum().backward()
+        self.assertEqual(box64.grad.dtype, torch.float64)
+
+    def test_deterministic(self):
+        x, ltrb, weight, bias = make_inputs(2, 32, 16, 20, 30, seed=8)
+        inputs = [t.requires_grad_() for t in (x, ltrb, weight, bias)]
+        grad_out = torch.randn(2, 16, 20, 30)
+        runs = []
+        for _ in range(2):
+            out = star_deform_conv(*inputs)
+            runs.append([out] + list(torch.autograd.grad(out, inputs, grad_out)))
+        for a, b in zip(*runs):
+            self.assertTrue(torch.equal(a, b))
+
+    def test_opcheck(self):
+        x, ltrb, weight, bias = make_inputs(2, 3, 4, 5, 6, seed=9)
+        for requires_grad in (False, True):
+            for b in (None, bias):
+                args = [t if t is None else t.clone().requires_grad_(requires_grad) for t in (x, ltrb, weight, b)]
+                torch.library.opcheck(torch.ops.vfnet.star_deform_conv.default, tuple(args))
+        grad_out = torch.randn(2, 4, 5, 6)
+        torch.library.opcheck(torch.ops.vfnet.star_deform_conv_backward.default, (grad_out, x, ltrb, weight))
+
+    def test_torch_compile_and_torchscript(self):
+        x, ltrb, weight, bias = make_inputs(1, 4, 3, 5, 6, seed=11)
+
+        def f(x, ltrb, weight, bias):
+            return torch.ops.vfnet.star_deform_conv(x, ltrb, weight, bias).relu().sum()
+
+        expected = f(x, ltrb, weight, bias)
+        compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x, ltrb, weight, bias), expected)
+        scripted = torch.jit.script(f)
+        torch.testing.assert_close(scripted(x, ltrb, weight, bias), expected)
+
+    def test_bad_inputs(self):
+        x, ltrb, weight, bias = make_inputs(2, 4, 3, 5, 6)
+        op = torch.ops.vfnet.star_deform_conv
+        cases = [
+            ((x[0], ltrb, weight, bias), "expected x of shape"),
+            ((x, ltrb[:, :3], weight, bias), "ltrb to have 4 channels"),
+            ((x, ltrb[:, :, :4], weight, bias), "ltrb of shape \\(2, 4, 5, 6\\) to match x"),
+            ((x, ltrb, weight[:, :3], bias), "weight of shape \\(O, 4, 3, 3\\)"),
+            ((x, ltrb, weight[..., :2], bias), "weight of shape"),
+            ((x, ltrb, weight.double(), bias), "weight of the same dtype as x"),
+            ((x, ltrb, weight, bias[:2]), "bias of shape \\(3,\\)"),
+            ((x, ltrb, weight, bias.double()), "bias of the same dtype as x"),
+            ((x.long(), ltrb, weight.long(), None), "floating-point x"),
+            ((x, ltrb.long(), weight, bias), "floating-point ltrb"),
+        ]
+        for args, message in cases:
+            with self.subTest(message):
+                with self.assertRaisesRegex(RuntimeError, message):
+                    op(*args)
+                if message != "expected x of shape":  # the fake kernel checks the same things
+                    with self.assertRaisesRegex(RuntimeError, message.split(" \\(")[0]):
+                        star_deform_conv_reference(*args)
+        with self.assertRaisesRegex(RuntimeError, "grad_out of shape"):
+            torch.ops.vfnet.star_deform_conv_backward(torch.zeros(2, 4, 5, 6), x, ltrb, weight)
+
+
+@needs_ext
+class FusedLayerAndModelTest(unittest.TestCase):
+    def test_layer_paths_agree(self):
+        from vfnet import StarDeformConv2d
+
+        torch.manual_seed(0)
+        fused = StarDeformConv2d(16, 8, bias=True)
+        reference = StarDeformConv2d(16, 8, bias=True, use_fused_op=False)
+        reference.load_state_dict(fused.state_dict())
+        self.assertIn("use_fused_op=True", repr(fused))
+        x, ltrb, _, _ = make_inputs(2, 16, 8, 9, 10, seed=12)
+        with num_threads(1):
+            self.assertTrue(torch.equal(fused(x, ltrb), reference(x, ltrb)))
+
+    def test_model_fused_and_reference_paths_agree(self):
+        from detectron2.utils.events import EventStorage
+        from vfnet_test_utils import make_instances, random_image, small_vfnet
+
+        def run(fused):
+            model = small_vfnet(num_classes=3)
+            model.fused_ops = fused
+            model.head.fused_ops = fused
+            model.head.cls_dconv.use_fused_op = fused
+            model.head.bbox_refine_dconv.use_fused_op = fused
+            model.train()
+            batch = [
+                {
+                    "image": random_image(160, 256, seed=s),
+                    "instances": make_instances((160, 256), [[10, 12, 60, 70], [40, 30, 220, 150]], [0, 2]),
+                }
+                for s in (1, 2)
+            ]
+            with EventStorage():
+                losses = model(batch)
+            total = sum(losses.values())
+            total.backward()
+            grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+            model.eval()
+            with torch.no_grad():
+                detections = model([{"image": random_image(160, 256, seed=3)}])
+            return losses, grads, detections
+
+        with num_threads(1):
+            losses, grads, det = run(True)
+            losses_ref, grads_ref, det_ref = run(False)
+        for k in losses_ref:
+            torch.testing.assert_close(losses[k], losses_ref[k], rtol=1e-6, atol=0, msg=k)
+        for k in grads_ref:
+            torch.testing.assert_close(grads[k], grads_ref[k], rtol=1e-4, atol=1e-6, msg=k)
+        a, b = det[0]["instances"], det_ref[0]["instances"]
+        self.assertTrue(torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor))
+        self.assertTrue(torch.equal(a.scores, b.scores))
+
+    def test_config_switch(self):
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_model
+
+        from vfnet import add_vfnet_config
+
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        self.assertTrue(cfg.MODEL.VFNET.FUSED_OPS)
+        cfg.MODEL.META_ARCHITECTURE = "VFNet"
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
+        cfg.MODEL.RESNETS.DEPTH = 18
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+        cfg.MODEL.FPN.OUT_CHANNELS = 32
+        cfg.MODEL.VFNET.FEAT_CHANNELS = 32
+        for fused in (True, False):
+            cfg.MODEL.VFNET.FUSED_OPS = fused
+            model = build_model(cfg)
+            self.assertEqual(model.fused_ops, fused)
+            self.assertEqual(model.head.cls_dconv.use_fused_op, fused)
+            self.assertEqual(model.head.bbox_refine_dconv.use_fused_op, fused)
+
+
+@needs_cuda
+class StarDeformConvCUDATest(unittest.TestCase):
+    def test_matches_cpu(self):
+        for i, shape in enumerate(SHAPES):
+            with self.subTest(shape=shape):
+                inputs = make_inputs(*shape, dtype=torch.float64, seed=30 + i)
+                inputs = [t.requires_grad_() for t in inputs]
+                cuda_inputs = [t.detach().cuda().requires_grad_() for t in inputs]
+                out = star_deform_conv(*inputs)
+                out_cuda = star_deform_conv(*cuda_inputs)
+                torch.testing.assert_close(out_cuda.cpu(), out, rtol=1e-10, atol=1e-10)
+                grad_out = torch.randn_like(out)
+                grads = torch.autograd.grad(out, inputs, grad_out)
+                grads_cuda = torch.autograd.grad(out_cuda, cuda_inputs, grad_out.cuda())
+                for name, a, b in zip("x ltrb weight bias".split(), grads_cuda, grads):
+                    torch.testing.assert_close(a.cpu(), b, rtol=1e-8, atol=1e-8, msg=name)
+
+    def test_matches_torchvision_cuda_float32(self):
+        x, ltrb, weight, bias = make_inputs(2, 64, 32, 30, 41, seed=40, device="cuda")
+        torch.testing.assert_close(
+            star_deform_conv(x, ltrb, weight, bias), star_deform_conv_reference(x, ltrb, weight, bias),
+            rtol=1e-4, atol=1e-4,
+        )
+
+    def test_gradcheck(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=g).cuda().requires_grad_()
+        ltrb = (torch.rand(2, 4, 4, 5, dtype=torch.float64, generator=g) * 4 + 0.05).cuda().requires_grad_()
+        weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, generator=g).cuda().requires_grad_()
+        bias = torch.randn(2, dtype=torch.float64, generator=g).cuda().requires_grad_()
+        self.assertTrue(
+            torch.autograd.gradcheck(star_deform_conv, (x, ltrb, weight, bias), nondet_tol=1e-10)
+        )
+
+    def test_half_and_bfloat16(self):
+        x, ltrb, weight, bias = make_inputs(2, 64, 32, 10, 13, seed=41, device="cuda")
+        ref = star_deform_conv(x, ltrb, weight, bias)
+        for dtype in (torch.float16, torch.bfloat16):
+            with self.subTest(dtype=dtype):
+                args = [t.to(dtype).requires_grad_() for t in (x, weight, bias)]
+                out = star_deform_conv(args[0], ltrb, args[1], args[2])
+                self.assertEqual(out.dtype, dtype)
+                torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=5e-2 * ref.abs().max().item())
+                out.float().sum().backward()
+                self.assertTrue(all(torch.isfinite(t.grad.float()).all() for t in args))
+
+    def test_empty_and_opcheck(self):
+        x, ltrb, weight, bias = make_inputs(0, 4, 3, 5, 6, device="cuda")
+        self.assertEqual(star_deform_conv(x, ltrb, weight, bias).shape, (0, 3, 5, 6))
+        x, ltrb, weight, bias = make_inputs(2, 3, 4, 5, 6, seed=42, device="cuda")
+        torch.library.opcheck(torch.ops.vfnet.star_deform_conv.default, (x, ltrb, weight, bias))
+        torch.library.opcheck(
+            torch.ops.vfnet.star_deform_conv_backward.default, (torch.randn(2, 4, 5, 6, device="cuda"), x, ltrb, weight)
+        )
+
+    def test_device_mismatch(self):
+        x, ltrb, weight, bias = make_inputs(1, 2, 2, 3, 3)
+        with self.assertRaisesRegex(RuntimeError, "same device"):
+            torch.ops.vfnet.star_deform_conv(x.cuda(), ltrb, weight.cuda(), bias.cuda())
+
+
+if __name__ == "__main__":
+    unittest.main()
