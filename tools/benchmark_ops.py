@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""
+Benchmark VFNet's fused ops against the path a user would otherwise take.
+
+    python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
+
+- ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
+  (:func:`vfnet.ops.star_offsets_reference`) + ``torchvision.ops.deform_conv2d``, on P3 of a
+  1333x800 image, (1, 256, 100, 168), and a batch of 2; 256 output channels, no bias (the head's
+  star convs). A plain 3x3 ``conv2d`` of the same shape is timed as a yardstick.
+- ``vfl``: :func:`vfnet.ops.varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, on
+  2 x 20000 x 80 logits with IoU targets at ~0.1% of the (point, class) pairs, reduction "sum".
+
+Each is timed forward (under ``torch.no_grad``) and forward + backward (gradients of every
+differentiable input), medians over ``--repeats`` runs in this process after a warm-up. Peak
+memory is the peak above what was allocated before the pass (inputs, weights): on CUDA
+``torch.cuda.max_memory_allocated``; on the CPU the peak resident set size of a fresh child
+process per measurement (``VmHWM`` after resetting it through ``/proc/self/clear_refs``, with
+glibc told to ``mmap`` every allocation of 1 MiB or more so that freed buffers leave the RSS).
+
+Prints a table, then one line of JSON with every number (and the load average of the machine
+before and after, since other work on it skews CPU timings).
+"""
+import argparse
+import gc
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+try:
+    import vfnet  # noqa: F401
+except ImportError:  # running from a source checkout without `make install`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
+
+import torch
+import torch.nn.functional as F
+
+from vfnet.losses import varifocal_loss as eager_varifocal_loss
+from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference, varifocal_loss
+
+STAR_SHAPES = {"P3 1x256x100x168": (1, 256, 100, 168), "P3 2x256x100x168": (2, 256, 100, 168)}
+VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80)}
+PASSES = ("fwd", "fwd+bwd")
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+
+def star_inputs(shape, device, requires_grad):
+    n, c, h, w = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, w, generator=g)
+    # Box sides of 0-16 cells (8-128 px at stride 8): many star points fall outside the map near
+    # its borders.
+    ltrb = torch.rand(n, 4, h, w, generator=g).mul_(16.0)
+    weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01)
+    return [t.to(device).requires_grad_(requires_grad) for t in (x, ltrb, weight)]
+
+
+def vfl_inputs(shape, device, requires_grad):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*shape, generator=g).mul_(2.0).sub_(4.0)
+    targets = torch.zeros(*shape)
+    pos = torch.rand(*shape, generator=g) < 1e-3
+    targets[pos] = torch.rand(int(pos.sum()), generator=g)
+    return [logits.to(device).requires_grad_(requires_grad), targets.to(device)]
+
+
+def make_fn(op, impl, shape, device, backward):
+    """A closure running one pass, and the tensors it needs (kept alive by the caller)."""
+    if op == "star_conv":
+        x, ltrb, weight = star_inputs(shape, device, backward)
+        if impl == "conv2d":
+            fn_out = lambda: F.conv2d(x, weight, padding=1)  # noqa: E731
+            grads = (x, weight)
+        else:
+            conv = star_deform_conv if impl == "ours" else star_deform_conv_reference
+            fn_out = lambda: conv(x, ltrb, weight)  # noqa: E731
+            grads = (x, ltrb, weight)
+        grad_out = torch.randn(shape[0], weight.shape[0], shape[2], shape[3], device=device) if backward else None
+        inputs = (x, ltrb, weight, grad_out)
+    else:
+        logits, targets = vfl_inputs(shape, device, backward)
+        loss = varifocal_loss if impl == "ours" else eager_varifocal_loss
+        fn_out = lambda: loss(logits, targets, reduction="sum")  # noqa: E731
+        grads = (logits,)
+        grad_out = None
+        inputs = (logits, targets)
+
+    if not backward:
+
+        def fn():
+            with torch.no_grad():
+                return fn_out()
+
+    else:
+
+        def fn():
+            out = fn_out()
+            return torch.autograd.grad(out, grads, grad_out)
+
+    return fn, inputs
+
+
+# ------------------------------------------------------------------------------------- timing
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_pass(fn, device, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        res = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        del res
+    return statistics.median(times), times
+
+
+# ------------------------------------------------------------------------------------- memory
+
+
+def _proc_status_kib(key):
+    with open("/proc/self/status") as f:
+        m = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def _reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(spec):
+    """Runs in a fresh process: one pass, prints the peak RSS above the RSS before it."""
+    torch.set_num_threads(spec["threads"])
+    op, impl, shape, backward = spec["op"], spec["impl"], tuple(spec["shape"]), spec["backward"]
+    # Warm up on a small input (loads kernels, starts the thread pool, sizes BLAS buffers).
+    small = (1, 16, 8, 8) if op == "star_conv" else (1, 64, 80)
+    warm_fn, _ = make_fn(op, impl, small, "cpu", backward)
+    warm_fn()
+    fn, inputs = make_fn(op, impl, shape, "cpu", backward)
+    gc.collect()
+    rss_before = _proc_status_kib("VmRSS")
+    exact = _reset_peak_rss()
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = fn()
+    peak = _proc_status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del result
+    if not exact and peak <= maxrss_before:
+        peak = maxrss_before  # the pass did not raise the old high-water mark: an upper bound
+    print(json.dumps({"peak_extra_bytes": max(0, peak - rss_before) * 1024, "exact": exact}))
+
+
+def cpu_peak_memory(op, impl, shape, backward, threads):
+    spec = {"op": op, "impl": impl, "shape": list(shape), "backward": backward, "threads": threads}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576", PYTHONWARNINGS="ignore")
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_extra_bytes"]
+
+
+def cuda_peak_memory(fn, device):
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del result
+    return peak
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def run(args):
+    device = args.device
+    threads = torch.get_num_threads()
+    results = []
+    cases = [("star_conv", name, shape) for name, shape in STAR_SHAPES.items()] + [
+        ("vfl", name, shape) for name, shape in VFL_SHAPES.items()
+    ]
+    if args.quick:
+        cases = [cases[0], cases[-1]]
+    for op, name, shape in cases:
+        impls = ("ours", "baseline", "conv2d") if op == "star_conv" else ("ours", "baseline")
+        repeats = args.repeats or (5 if (op == "star_conv" and device == "cpu") else 20 if device == "cpu" else 50)
+        for pass_name in PASSES:
+            backward = pass_name == "fwd+bwd"
+            row = {"op": op, "case": name, "shape": list(shape), "pass": pass_name, "repeats": repeats}
+            for impl in impls:
+                fn, inputs = make_fn(op, impl, shape, device, backward)
+                median, times = time_pass(fn, device, repeats, args.warmup)
+                row[f"{impl}_ms"] = median * 1e3
+                row[f"{impl}_ms_all"] = [round(t * 1e3, 2) for t in times]
+                if impl != "conv2d" and not args.no_memory:
+                    if device == "cuda":
+                        row[f"{impl}_peak_bytes"] = cuda_peak_memory(fn, device)
+                    else:
+                        del fn, inputs
+                        gc.collect()
+                        row[f"{impl}_peak_bytes"] = cpu_peak_memory(op, impl, shape, backward, threads)
+                print(f"  {name:18s} {pass_name:8s} {impl:9s} {median * 1e3:10.2f} ms", file=sys.stderr, flush=True)
+            row["speedup"] = row["baseline_ms"] / row["ours_ms"]
+            if "conv2d_ms" in row:
+                row["ours_over_conv2d"] = row["ours_ms"] / row["conv2d_ms"]
+            if "ours_peak_bytes" in row:
+                row["peak_ratio"] = row["ours_peak_bytes"] / max(1, row["baseline_peak_bytes"])
+            results.append(row)
+    return results
+
+
+def targets(results, device):
+    """The issue's targets, evaluated on the forward + backward rows."""
+    checks = []
+    for r in results:
+        if r["pass"] != "fwd+bwd":
+            continue
+        if device == "cpu" and r["op"] == "star_conv":
+            checks.append((f"{r['case']}: fwd+bwd >= 2x faster", r["speedup"] >= 2.0))
+            if "peak_ratio" in r:
+                checks.append((f"{r['case']}: peak extra memory <= 1/2", r["peak_ratio"] <= 0.5))
+        elif device == "cpu" and r["op"] == "vfl":
+            checks.append((f"{r['case']}: fwd+bwd >= 3x faster", r["speedup"] >= 3.0))
+            if "peak_ratio" in r:
+                checks.append((f"{r['case']}: peak extra memory <= 1/4", r["peak_ratio"] <= 0.25))
+        elif device == "cuda" and r["op"] == "star_conv":
+            checks.append((f"{r['case']}: fwd+bwd <= 1.5x conv2d", r["ours_over_conv2d"] <= 1.5))
+        elif device == "cuda" and r["op"] == "vfl":
+            checks.append((f"{r['case']}: fwd+bwd >= 5x faster", r["speedup"] >= 5.0))
+    return checks
+
+
+def print_table(results, device):
+    mib = lambda b: f"{b / 2**20:9.1f}" if b is not None else "        -"  # noqa: E731
+    header = (
+        f"{'op':9s} {'case':18s} {'pass':8s} {'ours ms':>9s} {'base ms':>9s} {'speedup':>8s} "
+        f"{'conv2d ms':>9s} {'ours/conv':>9s} {'ours MiB':>9s} {'base MiB':>9s} {'mem ratio':>9s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        conv = f"{r['conv2d_ms']:9.2f}" if "conv2d_ms" in r else "        -"
+        over = f"{r['ours_over_conv2d']:9.2f}" if "ours_over_conv2d" in r else "        -"
+        ratio = f"{r['peak_ratio']:9.3f}" if "peak_ratio" in r else "        -"
+        print(
+            f"{r['op']:9s} {r['case']:18s} {r['pass']:8s} {r['ours_ms']:9.2f} {r['baseline_ms']:9.2f} "
+            f"{r['speedup']:7.2f}x {conv} {over} {mib(r.get('ours_peak_bytes'))} "
+            f"{mib(r.get('baseline_peak_bytes'))} {ratio}"
+        )
+    print(
+        "(baseline: star_conv = star offsets by PyTorch ops + torchvision deform_conv2d; vfl = eager "
+        "vfnet.losses.varifocal_loss. MiB = peak memory above the inputs during the pass)"
+    )
+    for name, ok in targets(results, device):
+        print(f"target {'met   ' if ok else 'MISSED'}  {name}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--quick", action="store_true", help="one star_conv case and the VFL case")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        memory_child(json.loads(args.memory_child))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU is available")
+    if not HAS_C_EXTENSION:
+        print("warning: vfnet._C is not built: 'ours' is the pure-PyTorch fallback", file=sys.stderr)
+    load_before = os.getloadavg()
+    results = run(args)
+    load_after = os.getloadavg()
+    print_table(results, args.device)
+    info = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
+        "targets": {name: ok for name, ok in targets(results, args.device)},
+        "results": results,
+    }
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
