@@ -26,7 +26,7 @@ import cv2
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 
-from vfnet.engine import do_train, load_config
+from vfnet.engine import do_train, launch_cpu, load_config
 from vfnet.predictor import LazyPredictor, draw_instances
 
 DEFAULT_CONFIG = os.path.join(
@@ -48,22 +48,37 @@ def draw_validation_images(cfg, weights: str, out_dir: str, count: int) -> list:
     return paths
 
 
+def train_and_evaluate(config_file: str, overrides: list):
+    """Train, then evaluate on the val split (writing OUTPUT/eval_metrics.json); runs in every process."""
+    cfg = load_config(config_file, overrides)
+    default_setup(cfg, argparse.Namespace(config_file=config_file, eval_only=False, opts=overrides))
+    do_train(cfg)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--config-file", default=DEFAULT_CONFIG, help="quickstart config (LazyConfig .py)")
     parser.add_argument("--output-dir", default=None, help="output folder (default: the config's train.output_dir)")
     parser.add_argument("--num-images", type=int, default=8, help="validation images to draw")
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="CPU processes training together (data-parallel), each with its share of the cores",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY=VALUE config overrides")
     args = parser.parse_args(argv)
 
     start = time.time()
     overrides = list(args.opts) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
-    cfg = load_config(args.config_file, overrides)  # generates the dataset on first use
+    cfg = load_config(args.config_file, overrides)
     output_dir = os.path.abspath(cfg.train.output_dir)
+    overrides.append(f"train.output_dir={output_dir}")
     cfg.train.output_dir = output_dir
-    default_setup(cfg, argparse.Namespace(config_file=args.config_file, eval_only=False, opts=overrides))
+    for name in (cfg.dataloader.train.dataset.names, cfg.dataloader.test.dataset.names):
+        DatasetCatalog.get(name)  # generates the synthetic dataset once, before the processes start
 
-    do_train(cfg)  # evaluates on the validation split at the end, writing OUTPUT/eval_metrics.json
+    launch_cpu(train_and_evaluate, args.num_processes, args=(args.config_file, overrides))
     train_minutes = (time.time() - start) / 60
 
     weights = os.path.join(output_dir, "model_final.pth")

@@ -26,12 +26,11 @@ except ImportError:  # running from a source checkout without `make install`
 
 from detectron2.config import CfgNode, instantiate
 from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 
 from vfnet.checkpoint import VFNetCheckpointer
 from vfnet.data.user_datasets import register_dataset_spec
-from vfnet.engine import Trainer, apply_overrides, do_test, do_train, load_config
+from vfnet.engine import Trainer, apply_overrides, do_test, do_train, launch_cpu, load_config, wrap_ddp
 
 logger = logging.getLogger("detectron2")
 
@@ -99,7 +98,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = create_ddp_model(model)
+        model = wrap_ddp(model, cfg.train.device)
         VFNetCheckpointer(model, require_head=True).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(cfg, resume=args.resume)
@@ -123,6 +122,12 @@ def argument_parser():
 def invoke_main() -> None:
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        # No GPU: N data-parallel CPU processes (gloo), as Detectron2's newer `launch` does.
+        if args.num_machines != 1:
+            raise SystemExit("training on CPUs across several machines is not supported; use --num-machines 1")
+        launch_cpu(main, args.num_gpus, args=(args,))
+        return
     launch(
         main,
         args.num_gpus,

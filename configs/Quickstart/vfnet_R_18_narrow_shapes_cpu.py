@@ -35,6 +35,9 @@ model.backbone.top_block.in_channels = FPN_CHANNELS
 model.head.input_shape = [ShapeSpec(channels=FPN_CHANNELS, stride=s) for s in STRIDES]
 model.head.feat_channels = 64
 model.head.stacked_convs = 2
+# Boxes as exp(x) * stride: the initial box spans about one cell per side, where the COCO setting
+# (exp(x) * 64..1024 px) would start with boxes larger than these 160x160 images.
+model.head.bbox_norm_type = "stride"
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
@@ -63,7 +66,7 @@ dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${.
 optimizer.lr = 0.03
 optimizer.weight_decay = 1e-4
 
-train.max_iter = 600
+train.max_iter = 2000
 train.device = "cpu"
 train.init_checkpoint = ""
 train.output_dir = "./output/quickstart"
@@ -75,7 +78,7 @@ train.checkpointer.max_to_keep = 2
 
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
-    warmup_length=50 / 600,
+    warmup_length=50 / 2000,
     warmup_method="linear",
     warmup_factor=0.01,
 )

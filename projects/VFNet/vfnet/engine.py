@@ -33,6 +33,7 @@ __all__ = [
     "do_train",
     "Trainer",
     "write_metrics",
+    "launch_cpu",
 ]
 
 logger = logging.getLogger("detectron2")
@@ -223,6 +224,13 @@ def write_metrics(results: Dict, output_dir: str, name: str = "eval_metrics.json
     return path
 
 
+def wrap_ddp(model, device, **ddp_kwargs):
+    """``create_ddp_model``, also for CPU processes (no ``device_ids``)."""
+    if not str(device).startswith("cuda"):
+        ddp_kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **ddp_kwargs)
+
+
 def do_test(cfg, model) -> Dict:
     """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
     if "evaluator" not in cfg.dataloader:
@@ -244,7 +252,7 @@ def do_train(cfg, resume: bool = False) -> None:
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
 
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = wrap_ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = build_trainer(cfg, model, train_loader, optimizer)
     checkpointer = VFNetCheckpointer(model, cfg.train.output_dir, optimizer=optimizer, trainer=trainer)
     trainer.register_hooks(
@@ -263,6 +271,50 @@ def do_train(cfg, resume: bool = False) -> None:
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, cfg.train.max_iter)
+
+
+# ------------------------------------------------------------------ CPU processes
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_worker(rank: int, main_func, world_size: int, dist_url: str, args: tuple):
+    import torch.distributed as dist
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank)
+    if hasattr(comm, "create_local_process_group"):  # Detectron2 after v0.6
+        comm.create_local_process_group(world_size)
+    else:
+        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_cpu(main_func, num_processes: int, args: tuple = ()):
+    """
+    Run ``main_func(*args)`` in ``num_processes`` CPU processes on this machine that train
+    together (data-parallel, gloo), each with its share of the CPU threads; with 1, in this
+    process. Detectron2 v0.6's ``launch`` needs one GPU per process; this is its CPU counterpart.
+    """
+    if num_processes <= 1:
+        return main_func(*args)
+    import torch.multiprocessing as mp
+
+    dist_url = f"tcp://127.0.0.1:{_free_port()}"
+    mp.start_processes(
+        _cpu_worker, nprocs=num_processes, args=(main_func, num_processes, dist_url, args), start_method="spawn"
+    )
+    return None
 
 
 # ------------------------------------------------------------------ yacs loop
