@@ -112,6 +112,18 @@ print(json.dumps({{"n": len(inst), "size": list(inst.image_size), "max_x": float
         )
         self.assertEqual(len(os.listdir(demo_out)), 16)
 
+    def test_3_two_cpu_processes(self):
+        # Without GPUs, --num-gpus 2 trains in two data-parallel CPU processes (gloo); the loss
+        # normalisers are all-reduced between them.
+        out = os.path.join(self.tmp.name, "out_ddp")
+        _, log = self.run_tool(
+            TRAIN_NET, "--config-file", PY_CONFIG, "--num-gpus", "2", *TINY, f"train.output_dir={out}", "train.max_iter=2"
+        )
+        self.assertIn("Starting training from iteration 0", log)
+        self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
+        with open(os.path.join(out, "eval_metrics.json")) as f:
+            self.assertIn("AP", json.load(f)["bbox"])
+
     def test_2_bad_input_errors(self):
         # An unknown config key names the key.
         code, log = self.run_tool(
