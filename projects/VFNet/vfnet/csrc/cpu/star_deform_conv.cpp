@@ -338,7 +338,7 @@ void backward_impl(
       }
     });
     // Add the blocks' partial sums in order, then to the box sides.
-    at::parallel_for(0, pc, grain(kTaps * blocks), [&](int64_t q0, int64_t q1) {
+    at::parallel_for(0, pc, 8 * grain(kTaps * blocks), [&](int64_t q0, int64_t q1) {
       for (int64_t q = q0; q < q1; ++q) {
         acc_t gy[kTaps], gx[kTaps];
         for (int k = 0; k < kTaps; ++k) {
