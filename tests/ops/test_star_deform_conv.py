@@ -6,7 +6,9 @@ MMDetection parity check) the fused op must reproduce it bit for bit.
 """
 import contextlib
 import os
+import subprocess
 import sys
+import textwrap
 import unittest
 
 import torch
@@ -343,6 +345,37 @@ class FusedLayerAndModelTest(unittest.TestCase):
             self.assertEqual(model.fused_ops, fused)
             self.assertEqual(model.head.cls_dconv.use_fused_op, fused)
             self.assertEqual(model.head.bbox_refine_dconv.use_fused_op, fused)
+
+
+class MissingExtensionTest(unittest.TestCase):
+    def test_fallback_and_one_warning(self):
+        # Without vfnet._C: one RuntimeWarning saying why, and every op runs its PyTorch path.
+        code = textwrap.dedent(
+            """
+            import sys, warnings
+            sys.modules["vfnet._C"] = None  # makes `import vfnet._C` fail
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                import torch
+                import vfnet
+                from vfnet import StarDeformConv2d
+                from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, varifocal_loss
+            ours = [w for w in caught if "vfnet._C could not be loaded" in str(w.message)]
+            assert not HAS_C_EXTENSION
+            assert len(ours) == 1 and ours[0].category is RuntimeWarning, [str(w.message) for w in caught]
+            x = torch.randn(1, 2, 4, 5, requires_grad=True)
+            ltrb = torch.rand(1, 4, 4, 5) * 3
+            y = StarDeformConv2d(2, 3)(x, ltrb) + star_deform_conv(x, ltrb, torch.randn(3, 2, 3, 3))
+            loss = varifocal_loss(y, torch.zeros_like(y)) + y.sum()
+            loss.backward()
+            assert x.grad is not None
+            print("ok")
+            """
+        )
+        env = dict(os.environ, PYTHONWARNINGS="default")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn("ok", out.stdout)
 
 
 @needs_cuda
