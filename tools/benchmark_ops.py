@@ -286,6 +286,12 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--quick", action="store_true", help="one star_conv case and the VFL case")
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA: let float32 matmuls use TF32 (torch.backends.cuda.matmul.allow_tf32; off by default "
+        "in torch, while cuDNN's conv2d, the yardstick, uses TF32 by default)",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -293,6 +299,8 @@ def main(argv=None):
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is available")
     if not HAS_C_EXTENSION:
@@ -306,6 +314,8 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "load_avg_before": load_before,
         "load_avg_after": load_after,
         "targets": {name: ok for name, ok in targets(results, args.device)},
