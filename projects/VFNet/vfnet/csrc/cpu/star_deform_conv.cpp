@@ -1,17 +1,22 @@
 // CPU kernels of vfnet::star_deform_conv and vfnet::star_deform_conv_backward.
 //
-// Per image, the positions are processed in chunks; for each chunk
+// The positions of the batch are processed in chunks (star_make_plan in star_deform_conv.h):
+// images with many positions are cut into chunks of at most kColumnBytes of columns (and at
+// least kMinChunk / 2 positions); small images are grouped as torchvision groups them (all of a
+// group in one chunk). For each chunk
 //   1. a table of the 9 taps' sampling positions (neighbour index and bilinear weights) is built
 //      once from the boxes (it does not depend on the channel);
 //   2. the (C * 9, chunk) column matrix is filled, in parallel over channels, by gathering from a
-//      zero-padded copy of the image (so the neighbours outside the map read zeros and the inner
+//      zero-padded copy of the images (so the neighbours outside the map read zeros and the inner
 //      loop has no branch);
-//   3. one GEMM weight.view(O, C * 9) @ columns writes the chunk's outputs in place.
-// The column matrix of a chunk is at most kColumnBytes (plus kMinChunk positions), instead of
-// torchvision's (C * 9, H * W) for a whole image. The sampling is torchvision's to the bit, and
-// MKL's GEMM computes each output from its own column in the same order whatever the number of
-// columns of the call (>= 12, checked on the shapes of the tests), so in float32 and float64 the
-// output equals torchvision's deform_conv2d on the same CPU bit for bit.
+//   3. one GEMM weight.view(O, C * 9) @ columns writes the chunk's outputs.
+// torchvision instead builds the (C * 9, H * W) column matrix of whole images (155 MB for P3 of
+// a 1333x800 image with 256 channels). The sampling is torchvision's to the bit, and MKL's GEMM
+// computes each output from its own column in the same order whatever the number of columns of
+// the call once there are a dozen or more (checked on the shapes of the tests; smaller calls are
+// made exactly as torchvision makes them), so in float32 and float64 the output equals
+// torchvision's deform_conv2d on the same CPU bit for bit (the MMDetection parity check relies on
+// it; -ffp-contract=off in setup.py keeps the compiler from fusing the multiply-adds).
 //
 // The backward recomputes the columns chunk by chunk:
 //   grad_columns = weight^T @ grad_out[chunk];  grad_weight += grad_out[chunk] @ columns^T;
