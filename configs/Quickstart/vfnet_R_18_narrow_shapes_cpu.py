@@ -66,7 +66,7 @@ dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${.
 optimizer.lr = 0.03
 optimizer.weight_decay = 1e-4
 
-train.max_iter = 2000
+train.max_iter = 2600
 train.device = "cpu"
 train.init_checkpoint = ""
 train.output_dir = "./output/quickstart"
@@ -78,7 +78,7 @@ train.checkpointer.max_to_keep = 2
 
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
-    warmup_length=50 / 2000,
+    warmup_length=50 / 2600,
     warmup_method="linear",
     warmup_factor=0.01,
 )

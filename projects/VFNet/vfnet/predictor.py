@@ -80,7 +80,9 @@ def draw_instances(
     """Draw detections with scores >= ``score_threshold`` on an (H, W, 3) RGB image; returns RGB."""
     instances = instances.to("cpu")
     instances = instances[instances.scores >= score_threshold]
-    visualizer = Visualizer(rgb_image, metadata, instance_mode=ColorMode.IMAGE)
+    # Small images are drawn enlarged, so that the labels stay readable.
+    scale = max(1.0, 480.0 / max(rgb_image.shape[:2]))
+    visualizer = Visualizer(rgb_image, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
     return visualizer.draw_instance_predictions(instances).get_image()
 
 
