@@ -134,72 +134,53 @@ if __name__ == "__main__":
     unittest.main()
 
 
+_HEAD_NAMES = {
+    "head.bbox_init_conv.weight": "bbox_head.vfnet_reg_conv.conv.weight",
+    "head.bbox_init_conv.norm.weight": "bbox_head.vfnet_reg_conv.gn.weight",
+    "head.bbox_init_conv.norm.bias": "bbox_head.vfnet_reg_conv.gn.bias",
+    "head.bbox_init_pred.weight": "bbox_head.vfnet_reg.weight",
+    "head.bbox_init_pred.bias": "bbox_head.vfnet_reg.bias",
+    "head.bbox_refine_dconv.weight": "bbox_head.vfnet_reg_refine_dconv.weight",
+    "head.bbox_refine_pred.weight": "bbox_head.vfnet_reg_refine.weight",
+    "head.bbox_refine_pred.bias": "bbox_head.vfnet_reg_refine.bias",
+    "head.cls_dconv.weight": "bbox_head.vfnet_cls_dconv.weight",
+    "head.cls_score.weight": "bbox_head.vfnet_cls.weight",
+    "head.cls_score.bias": "bbox_head.vfnet_cls.bias",
+}
+
+_TOWER = {"cls": "cls", "bbox": "reg"}
+
+# (pattern on this project's key, the MMDetection key from the match), written independently
+# of the converter.
+_REVERSE_RULES = [
+    (r"^backbone\.bottom_up\.stem\.conv1\.weight$", lambda m: "backbone.conv1.weight"),
+    (r"^backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)$", lambda m: f"backbone.bn1.{m[1]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"),
+    (r"^backbone\.fpn_lateral(\d)\.(\w+)$", lambda m: f"neck.lateral_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^backbone\.fpn_output(\d)\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^backbone\.top_block\.p(\d)\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^head\.(cls|bbox)_subnet\.(\d+)\.norm\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.gn.{m[3]}"),
+    (r"^head\.(cls|bbox)_subnet\.(\d+)\.conv_offset\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.conv.conv_offset.{m[3]}"),
+    (r"^head\.(cls|bbox)_subnet\.(\d+)\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.conv.{m[3]}"),
+    (r"^head\.bbox_init_scales\.(\d)\.scale$", lambda m: f"bbox_head.scales.{m[1]}.scale"),
+    (r"^head\.bbox_refine_scales\.(\d)\.scale$", lambda m: f"bbox_head.scales_refine.{m[1]}.scale"),
+]
+
+
 def _mmdet_name(d2_key: str) -> str:
-    """This project's key -> the MMDetection key, written independently of the converter."""
+    """This project's key -> the MMDetection key."""
     import re
 
-    rules = [
-        (r"^backbone\.bottom_up\.stem\.conv1\.weight$", "backbone.conv1.weight"),
-        (r"^backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)$", r"backbone.bn1.\1"),
-        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", None),
-        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", None),
-        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", None),
-        (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", None),
-        (r"^backbone\.fpn_lateral(\d)\.(\w+)$", None),
-        (r"^backbone\.fpn_output(\d)\.(\w+)$", None),
-        (r"^backbone\.top_block\.p(\d)\.(\w+)$", None),
-        (r"^head\.(cls|bbox)_subnet\.(\d+)\.norm\.(\w+)$", None),
-        (r"^head\.(cls|bbox)_subnet\.(\d+)\.(.+)$", None),
-    ]
-    m = re.match(rules[2][0], d2_key)
-    if m:
-        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"
-    m = re.match(rules[3][0], d2_key)
-    if m:
-        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"
-    m = re.match(rules[4][0], d2_key)
-    if m:
-        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"
-    m = re.match(rules[5][0], d2_key)
-    if m:
-        return f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"
-    m = re.match(rules[6][0], d2_key)
-    if m:
-        return f"neck.lateral_convs.{int(m[1]) - 3}.conv.{m[2]}"
-    m = re.match(rules[7][0], d2_key)
-    if m:
-        return f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"
-    m = re.match(rules[8][0], d2_key)
-    if m:
-        return f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"
-    m = re.match(rules[9][0], d2_key)
-    if m:
-        return f"bbox_head.{'cls' if m[1] == 'cls' else 'reg'}_convs.{m[2]}.gn.{m[3]}"
-    m = re.match(rules[10][0], d2_key)
-    if m:
-        tower = "cls" if m[1] == "cls" else "reg"
-        suffix = "conv.conv_offset." + m[3].split(".")[-1] if "conv_offset" in d2_key else "conv." + m[3]
-        return f"bbox_head.{tower}_convs.{m[2]}.{suffix}"
-    m = re.match(rules[0][0], d2_key) or re.match(rules[1][0], d2_key)
-    if m:
-        return m.expand(rules[0][1] if "norm" not in d2_key else rules[1][1])
-    head = {
-        "head.bbox_init_conv.weight": "bbox_head.vfnet_reg_conv.conv.weight",
-        "head.bbox_init_conv.norm.weight": "bbox_head.vfnet_reg_conv.gn.weight",
-        "head.bbox_init_conv.norm.bias": "bbox_head.vfnet_reg_conv.gn.bias",
-        "head.bbox_init_pred.weight": "bbox_head.vfnet_reg.weight",
-        "head.bbox_init_pred.bias": "bbox_head.vfnet_reg.bias",
-        "head.bbox_refine_dconv.weight": "bbox_head.vfnet_reg_refine_dconv.weight",
-        "head.bbox_refine_pred.weight": "bbox_head.vfnet_reg_refine.weight",
-        "head.bbox_refine_pred.bias": "bbox_head.vfnet_reg_refine.bias",
-        "head.cls_dconv.weight": "bbox_head.vfnet_cls_dconv.weight",
-        "head.cls_score.weight": "bbox_head.vfnet_cls.weight",
-        "head.cls_score.bias": "bbox_head.vfnet_cls.bias",
-    }
-    if d2_key in head:
-        return head[d2_key]
-    m = re.match(r"^head\.bbox_(init|refine)_scales\.(\d)\.scale$", d2_key)
-    return f"bbox_head.{'scales' if m[1] == 'init' else 'scales_refine'}.{m[2]}.scale"
+    if d2_key in _HEAD_NAMES:
+        return _HEAD_NAMES[d2_key]
+    for pattern, build in _REVERSE_RULES:
+        m = re.match(pattern, d2_key)
+        if m:
+            return build(m)
+    raise KeyError(f"no MMDetection name for {d2_key}")
 
 
 class ResNeXtConversionTest(unittest.TestCase):

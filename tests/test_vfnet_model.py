@@ -169,17 +169,22 @@ class SoftNMSTest(unittest.TestCase):
         self.assertEqual(len(out["instances"]), 100)
 
 
+def _yacs_vfnet_cfg():
+    cfg = get_cfg()
+    add_vfnet_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "VFNet"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    return cfg
+
+
 class YacsConfigTest(unittest.TestCase):
     def test_build_from_cfgnode(self):
-        cfg = get_cfg()
-        add_vfnet_config(cfg)
-        cfg.MODEL.META_ARCHITECTURE = "VFNet"
-        cfg.MODEL.DEVICE = "cpu"
-        cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
+        cfg = _yacs_vfnet_cfg()
         cfg.MODEL.RESNETS.DEPTH = 18
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
         cfg.MODEL.FPN.OUT_CHANNELS = 64
         cfg.MODEL.VFNET.FEAT_CHANNELS = 64
         cfg.MODEL.VFNET.NUM_CLASSES = 7
@@ -196,13 +201,7 @@ class YacsConfigTest(unittest.TestCase):
         self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
 
     def test_bad_in_features(self):
-        cfg = get_cfg()
-        add_vfnet_config(cfg)
-        cfg.MODEL.META_ARCHITECTURE = "VFNet"
-        cfg.MODEL.DEVICE = "cpu"
-        cfg.MODEL.BACKBONE.NAME = "build_vfnet_resnet_fpn_backbone"
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-        cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+        cfg = _yacs_vfnet_cfg()
         cfg.MODEL.VFNET.IN_FEATURES = ["p2", "p3"]
         with self.assertRaisesRegex(ValueError, "p2"):
             build_model(cfg)
