@@ -16,6 +16,7 @@
 // Shared by the CPU (cpu/varifocal_loss.cpp) and CUDA (cuda/varifocal_loss.cu) kernels.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 
@@ -94,6 +95,13 @@ struct VflParams {
   acc_t gamma;
   bool iou_weighted;
 };
+
+// The op's double arguments in the accumulation type of scalar_t (host side).
+template <typename scalar_t>
+VflParams<at::opmath_type<scalar_t>> make_params(double alpha, double gamma, bool iou_weighted) {
+  using acc_t = at::opmath_type<scalar_t>;
+  return VflParams<acc_t>{static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), iou_weighted};
+}
 
 // Shared part of forward and backward: e = exp(-|x|), p = sigmoid(x), bce.
 template <typename acc_t>

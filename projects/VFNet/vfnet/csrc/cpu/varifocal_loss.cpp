@@ -159,12 +159,6 @@ double sum_float(const float* v, int64_t n) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-template <typename scalar_t>
-VflParams<at::opmath_type<scalar_t>> make_params(double alpha, double gamma, bool iou_weighted) {
-  using acc_t = at::opmath_type<scalar_t>;
-  return VflParams<acc_t>{static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), iou_weighted};
-}
-
 // Pointer to n elements as float32: the data itself for float32, else converted into buf.
 template <typename scalar_t>
 const float* as_float(const scalar_t* src, int64_t n, float* buf) {

@@ -118,12 +118,6 @@ __global__ void vfl_backward_kernel(
   }
 }
 
-template <typename scalar_t>
-VflParams<at::opmath_type<scalar_t>> make_params(double alpha, double gamma, bool iou_weighted) {
-  using acc_t = at::opmath_type<scalar_t>;
-  return VflParams<acc_t>{static_cast<acc_t>(alpha), static_cast<acc_t>(gamma), iou_weighted};
-}
-
 at::Tensor varifocal_loss_cuda(
     const at::Tensor& logits_in,
     const at::Tensor& targets_in,
