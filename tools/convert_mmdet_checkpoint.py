@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """
-Convert an MMDetection 2.x VFNet checkpoint (ResNet/ResNeXt + FPN + VFNetHead) for Detectron2.
+Convert an MMDetection 2.x VFNet checkpoint (any row of the reference's model zoo, VFNet-X) for Detectron2.
 
     python tools/convert_mmdet_checkpoint.py IN.pth OUT.pth
 
 OUT.pth loads with ``DetectionCheckpointer(model).load(OUT.pth)`` (or ``MODEL.WEIGHTS`` /
 ``train.init_checkpoint``) into the matching config under ``configs/`` with no missing or
-unexpected keys. A checkpoint of another architecture (other detector, head, neck, or a
-deformable backbone) is refused with a message naming what was not understood.
+unexpected keys: ResNet/ResNeXt/Res2Net backbones with or without DCNv2, FPN or PAFPN-X necks,
+VFNetHead. A checkpoint of another architecture (other detector, head, neck or backbone) is refused
+with a message naming what was not understood.
 """
 import argparse
 import os
@@ -20,7 +21,13 @@ try:
 except ImportError:  # running from a source checkout without `make install`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
-from vfnet.mmdet_checkpoint import UnsupportedCheckpointError, converted_checkpoint, extract_state_dict, summarize
+from vfnet.mmdet_checkpoint import (
+    UnsupportedCheckpointError,
+    convert_mmdet_state_dict,
+    converted_checkpoint,
+    extract_state_dict,
+    summarize,
+)
 
 
 def main(argv=None) -> int:
@@ -35,7 +42,7 @@ def main(argv=None) -> int:
         print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
         return 2
     try:
-        converted = converted_checkpoint(extract_state_dict(checkpoint))
+        converted = converted_checkpoint(convert_mmdet_state_dict(extract_state_dict(checkpoint)))
     except UnsupportedCheckpointError as e:
         print(f"error: {args.input} cannot be converted: {e}", file=sys.stderr)
         return 2

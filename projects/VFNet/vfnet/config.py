@@ -6,6 +6,12 @@ __all__ = ["add_vfnet_config"]
 
 def add_vfnet_config(cfg) -> None:
     """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place."""
+    # Res2Net bottom-up (build_vfnet_res2net_*_backbone); depth, norm, base width (STEM_OUT_CHANNELS),
+    # out features and deformable stages come from MODEL.RESNETS.
+    cfg.MODEL.RES2NET = CN()
+    cfg.MODEL.RES2NET.SCALES = 4
+    cfg.MODEL.RES2NET.BASE_WIDTH = 26
+
     v = cfg.MODEL.VFNET = CN()
     v.NUM_CLASSES = 80
     v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]

@@ -127,11 +127,21 @@ class VFNetHead(nn.Module):
         self.cls_dconv = StarDeformConv2d(feat_channels, feat_channels, use_fused_op=fused_ops)
         self.cls_score = nn.Conv2d(feat_channels, num_classes, kernel_size=3, padding=1)
 
-        for module in self.modules():
-            if type(module) in (nn.Conv2d, Conv2d):
-                nn.init.normal_(module.weight, mean=0.0, std=0.01)
-                if module.bias is not None:
-                    nn.init.constant_(module.bias, 0.0)
+        self._init_weights(prior_prob)
+
+    def _init_weights(self, prior_prob: float) -> None:
+        """
+        The original VarifocalNet's ``init_weights`` (the model zoo was trained with it): every
+        plain conv of the head and both star deformable convs ~ N(0, 0.01) with zero bias, the
+        classifier's bias for ``prior_prob``. A DCNv2 tower conv (``dcn_on_last_conv``) keeps its
+        own (mmcv's) initialisation, its offset conv at zero: the reference's loop skips it.
+        """
+        convs = [m for m in self.modules() if type(m) in (nn.Conv2d, Conv2d)]
+        inside_dcn = {id(m.conv_offset) for m in self.modules() if isinstance(m, ModulatedDeformConv2d)}
+        for module in [m for m in convs if id(m) not in inside_dcn] + [self.bbox_refine_dconv, self.cls_dconv]:
+            nn.init.normal_(module.weight, mean=0.0, std=0.01)
+            if module.bias is not None:
+                nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @classmethod

@@ -5,11 +5,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 from torch.nn import functional as F
+from detectron2.layers import FrozenBatchNorm2d
 from torchvision.ops import deform_conv2d
 
 from .ops import HAS_C_EXTENSION, star_deform_conv, star_offsets
 
-__all__ = ["Scale", "StarDeformConv2d", "ModulatedDeformConv2d"]
+__all__ = ["Scale", "StarDeformConv2d", "ModulatedDeformConv2d", "FrozenStatsBatchNorm2d", "resolve_norm"]
 
 
 class Scale(nn.Module):
@@ -31,11 +32,10 @@ def _deform_conv_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _reset_deform_weight(weight: nn.Parameter) -> None:
-    # The reference's deformable convs keep their own default init (uniform in +-1/sqrt(fan_in)),
-    # not the head's normal(0, 0.01), because the head's initialiser matches only nn.Conv2d.
-    fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    bound = 1.0 / math.sqrt(fan_in)
+def _reset_deform_weight(weight: nn.Parameter, in_channels: int) -> None:
+    # mmcv's (Modulated)DeformConv2d init: uniform in +-1/sqrt(in_channels * kh * kw), with the
+    # layer's full input channels even when the conv is grouped.
+    bound = 1.0 / math.sqrt(in_channels * weight.shape[2] * weight.shape[3])
     nn.init.uniform_(weight, -bound, bound)
 
 
@@ -63,7 +63,8 @@ class StarDeformConv2d(nn.Module):
         self.use_fused_op = use_fused_op
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        _reset_deform_weight(self.weight)
+        # The reference head re-draws it N(0, 0.01) (VFNetHead does too); this is mmcv's default.
+        _reset_deform_weight(self.weight, in_channels)
 
     def forward(self, x: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
         """
@@ -97,41 +98,91 @@ class StarDeformConv2d(nn.Module):
 
 class ModulatedDeformConv2d(nn.Module):
     """
-    3x3 modulated deformable convolution (DCNv2) that predicts its own offsets and mask with a
-    3x3 conv (``conv_offset``: 18 offset channels in (dy, dx) pairs per tap, then 9 mask logits
-    passed through a sigmoid), optionally followed by a norm and an activation, like
-    :class:`detectron2.layers.Conv2d`. Used for ``dcn_on_last_conv`` in the head's towers.
+    Modulated deformable convolution (DCNv2, one deformable group) that predicts its own offsets
+    and mask with a conv of the same geometry (``conv_offset``: 2*K offset channels in (dy, dx)
+    pairs per tap, row-major over the kernel, then K mask logits passed through a sigmoid, K =
+    kh*kw), optionally followed by a norm and an activation, like
+    :class:`detectron2.layers.Conv2d`. It is MMDetection's ``DCNv2`` (mmcv's
+    ``ModulatedDeformConv2dPack``): the same parameters, layout and initialisation (weight
+    uniform in +-1/sqrt(C_in*kh*kw), ``conv_offset`` zero, so it starts as a plain conv whose
+    output is halved by the mask). Used for ``dcn_on_last_conv`` in the head's towers, the 3x3
+    convs of the DCN backbones (stride 2 included) and the PAFPN-X neck.
+
+    Runs on torchvision's ``deform_conv2d`` (CPU and CUDA, no compiled Detectron2 needed).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        kernel_size: int = 3,
         *,
+        stride: int = 1,
+        padding: Optional[int] = None,
+        dilation: int = 1,
+        groups: int = 1,
         bias: bool = False,
         norm: Optional[nn.Module] = None,
         activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ):
+        """
+        Args:
+            in_channels, out_channels: channels of the input and the output.
+            kernel_size: side of the square kernel.
+            stride, dilation: as in ``nn.Conv2d``; the offset conv has the same.
+            padding: default ``dilation * (kernel_size // 2)`` (the output keeps the size / stride).
+            groups: groups of the main conv (ResNeXt); the offsets are shared by all of them.
+            bias: whether the main conv has a bias.
+            norm, activation: applied to the output, in that order, when given.
+        """
         super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"ModulatedDeformConv2d: {in_channels} input and {out_channels} output channels "
+                f"are not divisible by groups={groups}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = dilation * (kernel_size // 2) if padding is None else padding
+        self.dilation = dilation
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.conv_offset = nn.Conv2d(in_channels, 27, kernel_size=3, padding=1, bias=True)
+        self.conv_offset = nn.Conv2d(
+            in_channels,
+            3 * kernel_size * kernel_size,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=self.padding,
+            dilation=dilation,
+            bias=True,
+        )
         self.norm = norm
         self.activation = activation
-        _reset_deform_weight(self.weight)
+        _reset_deform_weight(self.weight, in_channels)
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C_in, H, W) -> (N, C_out, H, W)."""
+        """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), H_out = (H + 2p - d(k-1) - 1) // s + 1."""
         offset_and_mask = self.conv_offset(x)
+        num_offsets = 2 * self.kernel_size * self.kernel_size
         dtype = _deform_conv_dtype(offset_and_mask)
-        offset = offset_and_mask[:, :18].to(dtype)
-        mask = offset_and_mask[:, 18:].sigmoid().to(dtype)
+        offset = offset_and_mask[:, :num_offsets].to(dtype)
+        mask = offset_and_mask[:, num_offsets:].sigmoid().to(dtype)
         bias = None if self.bias is None else self.bias.to(dtype)
-        x = deform_conv2d(x.to(dtype), offset, self.weight.to(dtype), bias, padding=1, mask=mask)
+        x = deform_conv2d(
+            x.to(dtype),
+            offset,
+            self.weight.to(dtype),
+            bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+        )
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:
@@ -139,4 +190,44 @@ class ModulatedDeformConv2d(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=3, bias={self.bias is not None}"
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}"
+        )
+
+
+class FrozenStatsBatchNorm2d(FrozenBatchNorm2d):
+    """
+    Batch norm with frozen statistics and a trainable affine transform: MMDetection's backbone
+    BN (``norm_cfg=dict(type='BN', requires_grad=True)``, ``norm_eval=True``), with which the
+    reference trains its ResNets. It always normalises with ``running_mean``/``running_var``
+    (buffers, never updated), and ``weight``/``bias`` are parameters. Detectron2's ``FrozenBN``
+    freezes both; its state-dict keys are the same, so checkpoints load either way.
+
+    In a frozen stage (``ResNet(freeze_at=...)``) its parameters stop training like every other.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, eps)
+        weight, bias = self.weight, self.bias
+        del self.weight, self.bias  # buffers in FrozenBatchNorm2d
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone())
+
+    def __repr__(self) -> str:
+        return f"FrozenStatsBatchNorm2d(num_features={self.num_features}, eps={self.eps})"
+
+
+#: Norm names this package adds to Detectron2's (``get_norm``'s "BN", "FrozenBN", "GN", ...).
+_OWN_NORMS = {"FrozenStatsBN": FrozenStatsBatchNorm2d}
+
+
+def resolve_norm(norm):
+    """
+    ``norm`` as :func:`detectron2.layers.get_norm` takes it: this package's names
+    ("FrozenStatsBN": :class:`FrozenStatsBatchNorm2d`) become their class, anything else (a
+    Detectron2 name, "", None, a callable) is returned as it is.
+    """
+    if isinstance(norm, str) and norm in _OWN_NORMS:
+        return _OWN_NORMS[norm]
+    return norm

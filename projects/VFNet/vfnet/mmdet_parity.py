@@ -18,9 +18,12 @@ from detectron2.utils.events import EventStorage
 
 from .assigners import ATSSAssigner, FCOSAssigner
 from .backbone import make_resnet_stages
-from .head import VFNetHead, default_reg_denoms
+from .head import VFNetHead
+from .layers import resolve_norm
 from .meta_arch import VFNet
 from .mmdet_checkpoint import convert_mmdet_state_dict
+from .pafpnx import PAFPNX
+from .res2net import Res2NetStem, make_res2net_stages
 
 __all__ = ["TOLERANCES", "load_fixture", "decode_fixture_weights", "build_vfnet_from_mmdet_config", "check_fixture"]
 
@@ -55,45 +58,82 @@ def _require(condition: bool, what: str) -> None:
         raise ValueError(f"unsupported reference model config: {what}")
 
 
-def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = None) -> VFNet:
-    """Build the :class:`VFNet` equivalent to an MMDetection 2.x VFNet model config dict."""
-    meta = meta or {}
-    _require(model_cfg.get("type") == "VFNet", f"detector type {model_cfg.get('type')!r}")
-
-    bb = model_cfg["backbone"]
-    _require(bb.get("type") in ("ResNet", "ResNeXt"), f"backbone {bb.get('type')!r}")
+def _build_bottom_up(bb: Mapping) -> ResNet:
+    """The ResNet/ResNeXt/Res2Net (optionally with DCNv2 stages) of an MMDetection backbone config."""
+    _require(bb.get("type") in ("ResNet", "ResNeXt", "Res2Net"), f"backbone {bb.get('type')!r}")
     _require(bb.get("style", "pytorch") in ("pytorch", "caffe"), f"ResNet style {bb.get('style')!r}")
     _require(tuple(bb.get("out_indices", (0, 1, 2, 3))) == (0, 1, 2, 3), "backbone out_indices")
-    _require(not bb.get("dcn"), "deformable backbone")
+    _require(bb.get("num_stages", 4) == 4, "backbone num_stages")
+    dcn = bb.get("dcn")
+    deform_on_per_stage = [False] * 4
+    if dcn:
+        _require(
+            dcn.get("type") == "DCNv2" and dcn.get("deform_groups", 1) == 1 and not dcn.get("fallback_on_stride", False),
+            f"backbone dcn {dcn} (DCNv2 with one deformable group only)",
+        )
+        deform_on_per_stage = list(bb.get("stage_with_dcn", (False, True, True, True)))
     base = bb.get("base_channels", 64)
-    is_resnext = bb["type"] == "ResNeXt"
-    stages = make_resnet_stages(
-        bb["depth"],
-        stem_channels=base if not bb.get("stem_channels") else bb["stem_channels"],
-        num_groups=bb.get("groups", 1) if is_resnext else 1,
-        width_per_group=bb.get("base_width", 4) if is_resnext else base,
-        stride_in_1x1=bb.get("style", "pytorch") == "caffe",
-        norm="FrozenBN",
-    )
     stem_channels = bb.get("stem_channels") or base
-    bottom_up = ResNet(
-        BasicStem(3, stem_channels, norm="FrozenBN"),
-        stages,
-        out_features=["res3", "res4", "res5"],
-        freeze_at=bb.get("frozen_stages", 1) + 1,
-    )
+    norm = "FrozenStatsBN"  # MMDetection's BN with norm_eval=True: statistics frozen, affine trained
+    if bb["type"] == "Res2Net":
+        stem = Res2NetStem(3, stem_channels, norm=norm)
+        stages = make_res2net_stages(
+            bb["depth"],
+            base_channels=base,
+            scales=bb.get("scales", 4),
+            base_width=bb.get("base_width", 26),
+            norm=norm,
+            deform_on_per_stage=deform_on_per_stage,
+        )
+    else:
+        is_resnext = bb["type"] == "ResNeXt"
+        stem = BasicStem(3, stem_channels, norm=resolve_norm(norm))
+        stages = make_resnet_stages(
+            bb["depth"],
+            stem_channels=stem_channels,
+            num_groups=bb.get("groups", 1) if is_resnext else 1,
+            width_per_group=bb.get("base_width", 4) if is_resnext else base,
+            stride_in_1x1=bb.get("style", "pytorch") == "caffe",
+            norm=norm,
+            deform_on_per_stage=deform_on_per_stage,
+        )
+    return ResNet(stem, stages, out_features=["res3", "res4", "res5"], freeze_at=bb.get("frozen_stages", 1) + 1)
 
-    neck = model_cfg["neck"]
-    _require(neck.get("type") == "FPN", f"neck {neck.get('type')!r}")
-    _require(neck.get("start_level", 0) == 1 and neck.get("num_outs") == 5, "FPN levels (need P3-P7)")
-    _require(neck.get("add_extra_convs") == "on_output" and neck.get("relu_before_extra_convs"), "FPN extra convs")
+
+def _build_neck(neck: Mapping, bottom_up: ResNet):
+    """FPN (P6/P7 on P5's output) or PAFPN-X from an MMDetection neck config, on C3-C5."""
+    _require(neck.get("type") in ("FPN", "PAFPNX"), f"neck {neck.get('type')!r}")
+    _require(neck.get("start_level", 0) == 1 and neck.get("num_outs") == 5, "neck levels (need P3-P7)")
+    _require(neck.get("add_extra_convs") in ("on_output", True) and neck.get("relu_before_extra_convs"), "neck extra convs")
+    _require(not neck.get("extra_convs_on_inputs", False), "neck extra convs on the inputs")
     out_channels = neck["out_channels"]
-    backbone = FPN(
+    in_features = ["res3", "res4", "res5"]
+    if neck["type"] == "PAFPNX":
+        norm_cfg = neck.get("norm_cfg") or {}
+        _require(norm_cfg.get("type") == "GN" and norm_cfg.get("num_groups", 32) == 32, f"PAFPNX norm {norm_cfg}")
+        _require(neck.get("no_norm_on_lateral", False), "PAFPNX with norm on the laterals")
+        _require((neck.get("pafpn_conv_cfg") or {}).get("type") == "DCNv2", "PAFPNX pafpn convs other than DCNv2")
+        _require(not neck.get("act_cfg"), "PAFPNX activations")
+        return PAFPNX(bottom_up=bottom_up, in_features=in_features, out_channels=out_channels, norm="GN")
+    _require(not neck.get("norm_cfg"), "FPN with a norm")
+    return FPN(
         bottom_up=bottom_up,
-        in_features=["res3", "res4", "res5"],
+        in_features=in_features,
         out_channels=out_channels,
         top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
     )
+
+
+def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = None) -> VFNet:
+    """
+    Build the :class:`VFNet` equivalent to an MMDetection 2.x VFNet model config dict: any
+    ResNet/ResNeXt/Res2Net backbone with or without DCNv2 stages, FPN or PAFPN-X neck,
+    VFNetHead with its options, ATSS or FCOS assignment, NMS or Soft-NMS. Raises ``ValueError``
+    naming any option it does not reproduce.
+    """
+    meta = meta or {}
+    _require(model_cfg.get("type") == "VFNet", f"detector type {model_cfg.get('type')!r}")
+    backbone = _build_neck(model_cfg["neck"], _build_bottom_up(model_cfg["backbone"]))
 
     h = model_cfg["bbox_head"]
     _require(h.get("type") == "VFNetHead", f"head {h.get('type')!r}")
@@ -159,6 +199,9 @@ def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = 
         test_topk_candidates=test.get("nms_pre", 1000),
         test_nms_type=nms["type"],
         test_nms_thresh=nms.get("iou_threshold", 0.6),
+        soft_nms_method=nms.get("method", "linear"),
+        soft_nms_sigma=nms.get("sigma", 0.5),
+        soft_nms_min_score=nms.get("min_score", 1e-3),
         max_detections_per_image=test.get("max_per_img", 100),
         pixel_mean=list(mean),
         pixel_std=list(std),
@@ -281,19 +324,24 @@ def _check_fixture(fixture: Mapping) -> dict:
     }
     report["head_max_abs"] = head
     head_ok = all(v <= TOLERANCES["head_abs"] for v in head.values())
+    head_ok = head_ok and report.get("neck_max_abs", 0.0) <= TOLERANCES["head_abs"]
 
     predictions = (logits, boxes_init, boxes_refine)
     with torch.no_grad(), EventStorage():
         losses = model.forward_training(images, features, predictions, _gt_instances(inputs, image_sizes))
     report["losses"] = {k: float(losses[v]) for k, v in _LOSS_NAMES.items()}
     report["losses_rel"] = {k: _rel(losses[v], fixture["losses"][k]) for k, v in _LOSS_NAMES.items()}
-    if fixture.get("atss"):
-        gt_labels, _ = model.label_points(
-            model.anchor_generator(features), model.valid_points(features, images), _gt_instances(inputs, image_sizes)
-        )
-        report["assignment_label_mismatches"] = [
-            int((ours != a["labels"]).sum()) for ours, a in zip(gt_labels, fixture["atss"]) if a is not None
+    atss = [a for a in fixture.get("atss") or [] if a is not None]
+    if atss:
+        valid = model.valid_points(features, images)
+        gt_labels, _ = model.label_points(model.anchor_generator(features), valid, _gt_instances(inputs, image_sizes))
+        report["valid_flag_mismatches"] = [
+            int((torch.cat(ours) != a["valid_flags"].bool()).sum()) for ours, a in zip(valid, atss)
         ]
+        report["assignment_label_mismatches"] = [int((ours != a["labels"]).sum()) for ours, a in zip(gt_labels, atss)]
+    assignment_ok = not any(report.get("valid_flag_mismatches", [])) and not any(
+        report.get("assignment_label_mismatches", [])
+    )
 
     empty = fixture.get("empty_gt")
     if empty is not None:
@@ -324,5 +372,5 @@ def _check_fixture(fixture: Mapping) -> dict:
     dets_ok = report["detections"]["ok"] and report.get("detections_small_nms_pre", {"ok": True})["ok"]
 
     keys_ok = not report["missing_keys"] and not report["unexpected_keys"]
-    report["ok"] = bool(keys_ok and head_ok and losses_ok and dets_ok)
+    report["ok"] = bool(keys_ok and head_ok and assignment_ok and losses_ok and dets_ok)
     return report

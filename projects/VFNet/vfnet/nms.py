@@ -21,9 +21,10 @@ def batched_soft_nms(
     boxes of the same class that overlap it, instead of removing them.
 
     Decay of a box j by the kept box i, with o = IoU(i, j):
-    "linear": ``s_j *= 1 - o`` when o > ``iou_threshold``; "gaussian": ``s_j *= exp(-o**2 / sigma)``;
-    "naive": ``s_j = 0`` when o > ``iou_threshold`` (plain NMS). Boxes whose score falls below
-    ``min_score`` are dropped.
+    "linear": ``s_j *= 1 - o`` when o >= ``iou_threshold``; "gaussian": ``s_j *= exp(-o**2 / sigma)``;
+    "naive": ``s_j = 0`` when o >= ``iou_threshold``. Boxes whose score falls below ``min_score``
+    are dropped. The comparisons are mmcv's (``soft_nms``, which the reference's VFNet-X calls):
+    a box exactly at the threshold is decayed, where plain NMS (``batched_nms``) keeps it.
 
     Args:
         boxes: (N, 4) XYXY.
@@ -60,11 +61,11 @@ def batched_soft_nms(
         alive[best] = False
         overlap = ious[best]
         if method == "linear":
-            decay = torch.where(overlap > iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
+            decay = torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
         elif method == "gaussian":
             decay = torch.exp(-(overlap * overlap) / sigma)
         else:
-            decay = torch.where(overlap > iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
+            decay = torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
         current = current * decay
         alive &= current >= min_score
     if not keep:
