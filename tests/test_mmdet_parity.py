@@ -8,6 +8,7 @@ import unittest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from vfnet.checkpoint import VFNetCheckpointer
 from vfnet.mmdet_checkpoint import UnsupportedCheckpointError, convert_mmdet_state_dict, extract_state_dict
 from vfnet.mmdet_parity import TOLERANCES, build_vfnet_from_mmdet_config, check_fixture, decode_fixture_weights, load_fixture
 from vfnet_test_utils import FIXTURES_DIR, REPO_ROOT, fixture_paths
@@ -174,33 +175,66 @@ _HEAD_NAMES = {
 
 _TOWER = {"cls": "cls", "bbox": "reg"}
 
-# (pattern on this project's key, the MMDetection key from the match), written independently
-# of the converter.
-_REVERSE_RULES = [
+_R2_STEM = {"1": "0", "2": "3", "3": "6"}
+_R2_STEM_NORM = {"1": "1", "2": "4", "3": "7"}
+
+
+def _layer(m) -> str:
+    return f"backbone.layer{int(m[1]) - 1}.{m[2]}"
+
+
+# (pattern on this project's key, the MMDetection key from the match), written independently of
+# the converter from MMDetection's module names (resnet.py, res2net.py, fpn.py, the reference's
+# pafpnx.py, vfnet_head.py).
+_RESNET_REVERSE = [
     (r"^backbone\.bottom_up\.stem\.conv1\.weight$", lambda m: "backbone.conv1.weight"),
     (r"^backbone\.bottom_up\.stem\.conv1\.norm\.(\w+)$", lambda m: f"backbone.bn1.{m[1]}"),
-    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight"),
-    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}"),
-    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"),
-    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", lambda m: f"backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv2\.conv_offset\.(\w+)$", lambda m: f"{_layer(m)}.conv2.conv_offset.{m[3]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: f"{_layer(m)}.conv{m[3]}.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", lambda m: f"{_layer(m)}.bn{m[3]}.{m[4]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", lambda m: f"{_layer(m)}.downsample.0.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", lambda m: f"{_layer(m)}.downsample.1.{m[3]}"),
+]
+_RES2NET_REVERSE = [
+    (r"^backbone\.bottom_up\.stem\.conv(\d)\.weight$", lambda m: f"backbone.stem.{_R2_STEM[m[1]]}.weight"),
+    (r"^backbone\.bottom_up\.stem\.conv(\d)\.norm\.(\w+)$", lambda m: f"backbone.stem.{_R2_STEM_NORM[m[1]]}.{m[2]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.convs\.(\d)\.conv_offset\.(\w+)$", lambda m: f"{_layer(m)}.convs.{m[3]}.conv_offset.{m[4]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.convs\.(\d)\.weight$", lambda m: f"{_layer(m)}.convs.{m[3]}.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.convs\.(\d)\.norm\.(\w+)$", lambda m: f"{_layer(m)}.bns.{m[3]}.{m[4]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.weight$", lambda m: f"{_layer(m)}.conv{m[3]}.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.(\w+)$", lambda m: f"{_layer(m)}.bn{m[3]}.{m[4]}"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.weight$", lambda m: f"{_layer(m)}.downsample.1.weight"),
+    (r"^backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.(\w+)$", lambda m: f"{_layer(m)}.downsample.2.{m[3]}"),
+]
+_NECK_REVERSE = [
     (r"^backbone\.fpn_lateral(\d)\.(\w+)$", lambda m: f"neck.lateral_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^backbone\.fpn_output(\d)\.norm\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.gn.{m[2]}"),
     (r"^backbone\.fpn_output(\d)\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^backbone\.top_block\.p(\d)\.norm\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.gn.{m[2]}"),
     (r"^backbone\.top_block\.p(\d)\.(\w+)$", lambda m: f"neck.fpn_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+    (r"^backbone\.pa_downsample(\d)\.norm\.(\w+)$", lambda m: f"neck.downsample_convs.{int(m[1]) - 4}.gn.{m[2]}"),
+    (r"^backbone\.pa_downsample(\d)\.(\w+)$", lambda m: f"neck.downsample_convs.{int(m[1]) - 4}.conv.{m[2]}"),
+    (r"^backbone\.pa_output(\d)\.norm\.(\w+)$", lambda m: f"neck.pafpn_convs.{int(m[1]) - 3}.gn.{m[2]}"),
+    (r"^backbone\.pa_output(\d)\.conv_offset\.(\w+)$", lambda m: f"neck.pafpn_convs.{int(m[1]) - 3}.conv.conv_offset.{m[2]}"),
+    (r"^backbone\.pa_output(\d)\.(\w+)$", lambda m: f"neck.pafpn_convs.{int(m[1]) - 3}.conv.{m[2]}"),
+]
+_HEAD_REVERSE = [
     (r"^head\.(cls|bbox)_subnet\.(\d+)\.norm\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.gn.{m[3]}"),
     (r"^head\.(cls|bbox)_subnet\.(\d+)\.conv_offset\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.conv.conv_offset.{m[3]}"),
     (r"^head\.(cls|bbox)_subnet\.(\d+)\.(\w+)$", lambda m: f"bbox_head.{_TOWER[m[1]]}_convs.{m[2]}.conv.{m[3]}"),
     (r"^head\.bbox_init_scales\.(\d)\.scale$", lambda m: f"bbox_head.scales.{m[1]}.scale"),
     (r"^head\.bbox_refine_scales\.(\d)\.scale$", lambda m: f"bbox_head.scales_refine.{m[1]}.scale"),
 ]
+_REVERSE_RULES = _RESNET_REVERSE + _NECK_REVERSE + _HEAD_REVERSE
 
 
-def _mmdet_name(d2_key: str) -> str:
+def _mmdet_name(d2_key: str, res2net: bool = False) -> str:
     """This project's key -> the MMDetection key."""
     import re
 
     if d2_key in _HEAD_NAMES:
         return _HEAD_NAMES[d2_key]
-    for pattern, build in _REVERSE_RULES:
+    for pattern, build in (_RES2NET_REVERSE if res2net else _RESNET_REVERSE) + _NECK_REVERSE + _HEAD_REVERSE:
         m = re.match(pattern, d2_key)
         if m:
             return build(m)
@@ -230,6 +264,64 @@ class ResNeXtConversionTest(unittest.TestCase):
         model.load_state_dict(converted, strict=True)
         for key, value in ours.items():
             self.assertTrue(torch.equal(model.state_dict()[key], mmdet[_mmdet_name(key)]), key)
+
+
+class ZooConversionTest(unittest.TestCase):
+    """Every row of the reference's model zoo: its MMDetection key layout converts to exactly the
+    keys (and shapes) of the config's model; one row end to end through the CLI, the
+    checkpointer and a prediction."""
+
+    def test_every_zoo_layout(self):
+        import glob
+
+        from detectron2.config import LazyConfig, instantiate
+
+        configs = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet*.py")))
+        self.assertGreaterEqual(len(configs), 13)
+        for path in configs:
+            with self.subTest(config=os.path.basename(path)):
+                with torch.device("meta"):
+                    model = instantiate(LazyConfig.load(path).model)
+                ours = model.state_dict()
+                res2net = any(".convs." in k for k in ours)
+                mmdet = {_mmdet_name(k, res2net): v for k, v in ours.items()}
+                self.assertEqual(len(mmdet), len(ours))  # the reverse mapping is one to one
+                converted = convert_mmdet_state_dict(mmdet)
+                self.assertEqual(set(converted), set(ours))
+                for key, value in converted.items():
+                    self.assertEqual(value.shape, ours[key].shape, key)
+                    self.assertIs(value, mmdet[_mmdet_name(key, res2net)])
+
+    def test_dcn_row_end_to_end(self):
+        from detectron2.config import LazyConfig, instantiate
+
+        cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet_R_50_FPN_MDCONV_c3-c5_MS_2x.py"))
+        torch.manual_seed(0)
+        model = instantiate(cfg.model).eval()
+        g = torch.Generator().manual_seed(1)
+        mmdet = {
+            _mmdet_name(k): (torch.randn(v.shape, generator=g) * 0.01 if v.is_floating_point() else v)
+            for k, v in model.state_dict().items()
+        }
+        for key in [k for k in mmdet if k.endswith("running_var")]:
+            mmdet[key] = mmdet[key].abs() + 1.0
+        mmdet["backbone.layer3.0.bn1.num_batches_tracked"] = torch.tensor(100)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = os.path.join(tmp, "vfnet_r50_dcn.pth"), os.path.join(tmp, "d2.pth")
+            torch.save({"meta": {"epoch": 24}, "state_dict": mmdet, "optimizer": {}}, src)
+            tool = os.path.join(REPO_ROOT, "tools", "convert_mmdet_checkpoint.py")
+            run = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, run.stderr)
+            self.assertRegex(run.stdout, r"wrote .*d2\.pth: \d+ tensors")
+            self.assertEqual(set(torch.load(dst, weights_only=False)["model"]), set(model.state_dict()))
+            VFNetCheckpointer(model, require_head=True).load(dst)
+        for key, value in model.state_dict().items():
+            self.assertTrue(torch.equal(value, mmdet[_mmdet_name(key)]), key)
+        model.test_score_thresh = 0.0
+        with torch.no_grad():
+            instances = model([{"image": torch.zeros(3, 96, 128, dtype=torch.uint8)}])[0]["instances"]
+        self.assertEqual(len(instances), 100)
+        self.assertTrue(torch.isfinite(instances.pred_boxes.tensor).all())
 
 
 if __name__ == "__main__":

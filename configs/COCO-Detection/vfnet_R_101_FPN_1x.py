@@ -3,7 +3,6 @@
 from .vfnet_R_50_FPN_1x import dataloader, lr_multiplier, model, optimizer, train
 
 model.backbone.bottom_up.stages.depth = 101
-# torchvision's ImageNet ResNet-101 (the reference's `torchvision://resnet101`, i.e.
-# resnet101-5d3b4d8f.pth), converted with detectron2's `tools/convert-torchvision-to-d2.py`:
-#   python tools/convert-torchvision-to-d2.py resnet101-5d3b4d8f.pth pretrained/R-101.pkl
-train.init_checkpoint = "pretrained/R-101.pkl"
+# torchvision's ImageNet ResNet-101 (the reference's `torchvision://resnet101`):
+#   python tools/convert_imagenet_checkpoint.py resnet101-5d3b4d8f.pth pretrained/R-101.pth
+train.init_checkpoint = "pretrained/R-101.pth"

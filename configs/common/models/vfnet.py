@@ -1,7 +1,11 @@
 # VarifocalNet (VFNet), R-50 FPN: the model of the reference's `vfnet_r50_fpn_1x_coco.py`.
-# ResNet in torchvision ("pytorch") style: stride on the 3x3 conv, frozen BN, stem and res2
+# ResNet in torchvision ("pytorch") style: stride on the 3x3 conv; BN with frozen statistics and
+# trainable affine parameters (MMDetection's `norm_eval=True`, `requires_grad=True`:
+# "FrozenStatsBN"; Detectron2's "FrozenBN" would freeze the affine parameters too), stem and res2
 # frozen; RGB input normalised with ImageNet mean/std, as the torchvision weights and the
 # reference's checkpoints expect. FPN P3-P5 from C3-C5, P6/P7 from P5's output.
+# The deformable (DCNv2) rows set `stages.deform_on_per_stage`; Res2Net and VFNet-X replace the
+# bottom-up / the neck (see `vfnet_res2net.py`, `vfnetx.py` next to this file).
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -9,16 +13,19 @@ from detectron2.modeling.backbone import FPN, BasicStem, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from vfnet import ATSSAssigner, VFNet, VFNetHead, make_resnet_stages
+from vfnet.layers import resolve_norm
 
 model = L(VFNet)(
     backbone=L(FPN)(
         bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm=L(resolve_norm)(norm="FrozenStatsBN")),
             # ResNeXt: add num_groups / width_per_group (e.g. 32 x 4 for X-101-32x4d)
             stages=L(make_resnet_stages)(
                 depth=50,
                 stride_in_1x1=False,
-                norm="FrozenBN",
+                norm="FrozenStatsBN",
+                # DCNv2 in the 3x3 convs of res2..res5 ("mdconv_c3-c5": [False, True, True, True])
+                deform_on_per_stage=[False, False, False, False],
             ),
             out_features=["res3", "res4", "res5"],
             freeze_at=2,

@@ -1,5 +1,6 @@
 """Loading weights with errors for checkpoints of another architecture."""
 import logging
+import os
 from typing import Any, Dict, List
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -31,6 +32,13 @@ class VFNetCheckpointer(DetectionCheckpointer):
         self._loading_path = None
 
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        if path and "://" not in path and not os.path.exists(path):
+            raise FileNotFoundError(
+                f"checkpoint {path} does not exist. The configs' ImageNet initialisations (pretrained/*.pth) "
+                "are made from the downloaded ImageNet weights with tools/convert_imagenet_checkpoint.py, and "
+                "reference checkpoints with tools/convert_mmdet_checkpoint.py (README); set "
+                "train.init_checkpoint=\"\" (MODEL.WEIGHTS \"\") to train from scratch"
+            )
         self._loading_path = path
         try:
             return super().load(path, *args, **kwargs)

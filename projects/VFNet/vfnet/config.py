@@ -12,6 +12,11 @@ def add_vfnet_config(cfg) -> None:
     cfg.MODEL.RES2NET.SCALES = 4
     cfg.MODEL.RES2NET.BASE_WIDTH = 26
 
+    # Optimizer parameter rules of vfnet.engine.Trainer: "mmdet" (vfnet.solver.mmdet_optimizer_params
+    # with BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS / WEIGHT_DECAY, WEIGHT_DECAY_NORM / WEIGHT_DECAY) or
+    # "detectron2" (Detectron2's get_default_optimizer_params).
+    cfg.SOLVER.PARAM_RULES = "mmdet"
+
     v = cfg.MODEL.VFNET = CN()
     v.NUM_CLASSES = 80
     v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]

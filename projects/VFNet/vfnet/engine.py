@@ -23,6 +23,7 @@ from .checkpoint import VFNetCheckpointer
 from .config import add_vfnet_config
 from .data.mapper import CheckedDatasetMapper
 from .data.validation import check_dataset_dicts
+from .solver import build_optimizer
 
 __all__ = [
     "load_config",
@@ -327,6 +328,10 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer.__init__ builds its checkpointer, then the hooks; swap ours in first.
         self.checkpointer = VFNetCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         return super().build_hooks()
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)  # SOLVER.PARAM_RULES: MMDetection's rules by default
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
