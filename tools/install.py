@@ -433,7 +433,7 @@ def ensure_vfnet(env, probe, record, with_cuda, force):
         reason = f"no install record in {env.venv / RECORD_NAME}"
     else:
         reason = "setup.py changed"
-    info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about 10 minutes "
+    info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about 2 minutes "
          "with the CUDA kernels for six GPU architectures on 2 cores)")
     # -v shows the compiler commands (nvcc included) in the log. --use-pep517: a PEP 660 editable
     # install (an import hook maps `vfnet` to projects/VFNet/vfnet) even with an older pip, which
