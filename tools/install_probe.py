@@ -112,7 +112,8 @@ def check_ops(torch, device):
         conv = torch.ops.vfnet.star_deform_conv(x, torch.zeros(1, 4, 1, 1, device=device), weight, None)
         # Logit 0 (p = 1/2): target 0 -> alpha * p**2 * log(2), target 1 -> log(2).
         logits = torch.zeros(2, device=device)
-        vfl = torch.ops.vfnet.varifocal_loss(logits, torch.tensor([0.0, 1.0], device=device), 0.75, 2.0, True, 0)
+        targets = torch.tensor([0.0, 1.0], device=device)
+        vfl = torch.ops.vfnet.varifocal_loss(logits, targets, 0.75, 2.0, True, 0)
         got = [conv.item()] + vfl.tolist()
     except Exception as e:
         return f"{device}: {type(e).__name__}: {e}"

@@ -8,10 +8,12 @@ import torch
 from vfnet.ops import cuda_arch
 from vfnet.ops.cuda_arch import Arch, default_arch_list, gpus_covered, parse_arch_list, runs_on
 
-# What `nvcc --list-gpu-code` / `--list-gpu-arch` print: CUDA 13.0 (as installed here) and 12.6.
+# What `nvcc --list-gpu-code` / `--list-gpu-arch` print: CUDA 13.0 (as installed here), and a
+# CUDA 12.x list (with an arch-specific entry, which must count as its generic architecture).
 NVCC_13_0 = "sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_100 sm_110 sm_103 sm_120 sm_121".split()
 NVCC_13_0_PTX = [c.replace("sm_", "compute_") for c in NVCC_13_0]
-NVCC_12_6 = "sm_50 sm_52 sm_53 sm_60 sm_61 sm_62 sm_70 sm_72 sm_75 sm_80 sm_86 sm_87 sm_89 sm_90 sm_90a".split()
+NVCC_12_6 = "sm_50 sm_52 sm_53 sm_60 sm_61 sm_62 sm_70 sm_72 sm_75 sm_80 sm_86 sm_87 sm_89 sm_90".split()
+NVCC_12_6 += ["sm_90a"]
 NVCC_12_6_PTX = [c.replace("sm_", "compute_") for c in NVCC_12_6]
 # torch.cuda.get_arch_list() of torch 2.14.1+cu130 (as installed here), and of a cu126 wheel.
 TORCH_CU130 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]

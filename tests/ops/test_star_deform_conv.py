@@ -474,7 +474,8 @@ class ChunkPlanMixin:
                 self.assertEqual(grad_weight.float().flatten().tolist(), [1.0] * 9)
 
     def test_deterministic_algorithms(self):
-        x, ltrb, weight, bias = [t.requires_grad_() for t in make_inputs(2, 4, 3, 6, 7, seed=6, device=self.device)]
+        inputs = make_inputs(2, 4, 3, 6, 7, seed=6, device=self.device)
+        x, ltrb, weight, bias = [t.requires_grad_() for t in inputs]
         out = star_deform_conv(x, ltrb, weight, bias)
         previous = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)

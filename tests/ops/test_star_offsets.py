@@ -110,9 +110,9 @@ class StarOffsetsTest(unittest.TestCase):
         g = torch.randn(2, 18, 3, 5, dtype=torch.float64)
         (grad,) = torch.autograd.grad(star_offsets(ltrb), ltrb, g)
         dy, dx = g[:, 0::2], g[:, 1::2]
+        left, top, right, bottom = [0, 3, 6], [0, 1, 2], [2, 5, 8], [6, 7, 8]
         expected = torch.stack(
-            [-dx[:, [0, 3, 6]].sum(1), -dy[:, [0, 1, 2]].sum(1), dx[:, [2, 5, 8]].sum(1), dy[:, [6, 7, 8]].sum(1)],
-            dim=1,
+            [-dx[:, left].sum(1), -dy[:, top].sum(1), dx[:, right].sum(1), dy[:, bottom].sum(1)], dim=1
         )
         torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
         self.assertTrue(torch.autograd.gradcheck(star_offsets, (ltrb,)))
@@ -157,7 +157,8 @@ class StarOffsetsCUDATest(unittest.TestCase):
         out = star_offsets(ltrb)
         self.assertTrue(out.is_cuda)
         torch.testing.assert_close(out, offsets_from_points(ltrb))
-        self.assertTrue(torch.autograd.gradcheck(star_offsets, (random_ltrb(2, 3, 4, device="cuda").requires_grad_(),)))
+        small = random_ltrb(2, 3, 4, device="cuda").requires_grad_()
+        self.assertTrue(torch.autograd.gradcheck(star_offsets, (small,)))
 
 
 if __name__ == "__main__":

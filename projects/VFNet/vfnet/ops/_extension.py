@@ -101,8 +101,8 @@ def _no_kernel_reason(device: torch.device) -> Optional[str]:
             return (
                 f"vfnet._C was compiled for the CUDA architectures {cuda_arch.format_arch_list(archs)}, "
                 f"which do not run on {device} ({name}, compute capability {cc}). Rebuild it with "
-                f"`make install`, which compiles for every architecture of torch, or for this GPU "
-                f"with `TORCH_CUDA_ARCH_LIST={cc} make install` (README.md, Install)"
+                "`make install` and TORCH_CUDA_ARCH_LIST unset (every architecture of torch), or "
+                f"for this GPU with `TORCH_CUDA_ARCH_LIST={cc} make install` (README.md, Install)"
             )
     return None
 
