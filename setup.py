@@ -12,8 +12,10 @@ Environment variables:
                        toolkit (nvcc) is found; 1: require them; 0: CPU kernels only.
   FORCE_CUDA=1         same as WITH_CUDA=1 (the name detectron2 uses).
   CUDA_HOME            the CUDA toolkit to use (default: /usr/local/cuda, else the nvcc on PATH).
-  TORCH_CUDA_ARCH_LIST GPU architectures; default: those of the visible GPUs, or
-                       "8.0;9.0+PTX" when none is visible (e.g. in CI).
+  TORCH_CUDA_ARCH_LIST GPU architectures, e.g. "8.0;9.0+PTX"; default: the architectures of the
+                       installed torch wheel (torch.cuda.get_arch_list()) that nvcc can compile,
+                       plus PTX of the newest, whether or not a GPU is visible
+                       (vfnet/ops/cuda_arch.py). The list built is vfnet._C.cuda_arch_list.
   MAX_JOBS             parallel compile jobs (ninja).
 
 torch must already be installed, so install with `--no-build-isolation`:
@@ -21,6 +23,7 @@ torch must already be installed, so install with `--no-build-isolation`:
 `make install` does this (and everything else); see README.md.
 """
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -30,7 +33,6 @@ import sys
 from setuptools import find_packages, setup
 
 PACKAGE_DIR = os.path.join("projects", "VFNet", "vfnet")
-DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def _log(msg):
@@ -50,24 +52,48 @@ def _find_cuda_home():
     return None
 
 
-def _nvcc_version(cuda_home):
+def _nvcc(cuda_home, *args):
+    """Output of `nvcc ARGS` of the toolkit at cuda_home, or None if it cannot be run."""
     try:
-        out = subprocess.check_output(
-            [os.path.join(cuda_home, "bin", "nvcc"), "--version"], text=True
-        )
+        return subprocess.check_output([os.path.join(cuda_home, "bin", "nvcc"), *args], text=True)
     except (OSError, subprocess.CalledProcessError):
         return None
-    m = re.search(r"release (\d+)\.(\d+)", out)
+
+
+def _nvcc_version(cuda_home):
+    out = _nvcc(cuda_home, "--version")
+    m = re.search(r"release (\d+)\.(\d+)", out or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def _load_cuda_arch():
+    """vfnet/ops/cuda_arch.py, loaded by its path (importing vfnet would import the model)."""
+    path = os.path.join(PACKAGE_DIR, "ops", "cuda_arch.py")
+    spec = importlib.util.spec_from_file_location("vfnet_cuda_arch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cuda_arch_list(torch, cuda_home):
+    """TORCH_CUDA_ARCH_LIST if set, else torch's architectures that this nvcc can compile."""
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return os.environ["TORCH_CUDA_ARCH_LIST"], "set in the environment"
+    codes = (_nvcc(cuda_home, "--list-gpu-code") or "").split()
+    ptx = (_nvcc(cuda_home, "--list-gpu-arch") or "").split()
+    wheel = torch.cuda.get_arch_list()
+    archs = _load_cuda_arch().default_arch_list(wheel, codes, ptx)
+    return archs, f"those of torch {torch.__version__} ({' '.join(wheel)}) that nvcc compiles"
+
+
 def _use_cuda(torch):
-    """Decide whether to build the CUDA kernels; returns (bool, reason)."""
+    """Decide whether to build the CUDA kernels and for which architectures; returns
+    (TORCH_CUDA_ARCH_LIST value or None, reason)."""
     flag = os.environ.get("WITH_CUDA", "auto").strip().lower() or "auto"
     if os.environ.get("FORCE_CUDA", "0") == "1":
         flag = "1"
     if flag in ("0", "false", "no", "off"):
-        return False, "disabled by WITH_CUDA=0"
+        return None, "disabled by WITH_CUDA=0"
     if flag not in ("1", "true", "yes", "on", "auto"):
         raise SystemExit(f"WITH_CUDA must be auto, 1 or 0, got {flag!r}")
     required = flag != "auto"
@@ -75,7 +101,7 @@ def _use_cuda(torch):
     def no(reason):
         if required:
             raise SystemExit(f"WITH_CUDA=1 but the CUDA kernels cannot be built: {reason}")
-        return False, reason
+        return None, reason
 
     if torch.version.cuda is None:
         return no(f"torch {torch.__version__} was built without CUDA")
@@ -91,7 +117,11 @@ def _use_cuda(torch):
             f"nvcc {nvcc[0]}.{nvcc[1]} at {cuda_home} does not match the CUDA {torch.version.cuda}"
             f" that torch {torch.__version__} was built with"
         )
-    return True, f"nvcc {nvcc[0]}.{nvcc[1]} at {cuda_home}"
+    try:
+        arch_list, source = _cuda_arch_list(torch, cuda_home)
+    except ValueError as e:
+        return no(str(e))
+    return arch_list, f"nvcc {nvcc[0]}.{nvcc[1]} at {cuda_home}; architectures: {source}"
 
 
 def get_extensions():
@@ -112,17 +142,18 @@ def get_extensions():
     # deformable conv reproduces torchvision's sampling arithmetic bit for bit.
     extra_compile_args = {"cxx": ["-O3", "-ffp-contract=off"]}
 
-    with_cuda, reason = _use_cuda(torch)
-    if with_cuda:
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCH_LIST
-        _log(
-            f"building vfnet._C with CPU and CUDA kernels ({reason}; "
-            f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<visible GPUs>')})"
-        )
+    arch_list, reason = _use_cuda(torch)
+    if arch_list:
+        # torch's build reads it from the environment (without it: only the visible GPUs').
+        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
+        _log(f"building vfnet._C with CPU and CUDA kernels for TORCH_CUDA_ARCH_LIST={arch_list} ({reason})")
         extension = CUDAExtension
         sources += cuda_sources
         extra_compile_args["nvcc"] = ["-O3"]
+        # Recorded in the library as vfnet._C.cuda_arch_list (`;` would end the shell command).
+        extra_compile_args["cxx"].append(
+            "-DVFNET_CUDA_ARCH_LIST=" + ",".join(re.split(r"[;\s]+", arch_list.strip()))
+        )
     else:
         _log(f"building vfnet._C with CPU kernels only ({reason})")
         extension = CppExtension

@@ -5,7 +5,7 @@ Benchmark VFNet's fused ops against the path a user would otherwise take.
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
-  (:func:`vfnet.ops.star_offsets_reference`) + ``torchvision.ops.deform_conv2d``, on P3 of a
+  (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
   1333x800 image, (1, 256, 100, 168), and a batch of 2; 256 output channels, no bias (the head's
   star convs). A plain 3x3 ``conv2d`` of the same shape is timed as a yardstick.
 - ``vfl``: :func:`vfnet.ops.varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, on
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from vfnet.losses import varifocal_loss as eager_varifocal_loss
-from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference, varifocal_loss
+from vfnet.ops import star_deform_conv, star_deform_conv_reference, use_fused_kernels, varifocal_loss
 
 STAR_SHAPES = {"P3 1x256x100x168": (1, 256, 100, 168), "P3 2x256x100x168": (2, 256, 100, 168)}
 VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80)}
@@ -303,14 +303,16 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is available")
-    if not HAS_C_EXTENSION:
-        print("warning: vfnet._C is not built: 'ours' is the pure-PyTorch fallback", file=sys.stderr)
+    if not use_fused_kernels(torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")):
+        print(f"warning: vfnet._C has no kernels for {args.device}: 'ours' is the pure-PyTorch fallback",
+              file=sys.stderr)
     load_before = os.getloadavg()
     results = run(args)
     load_after = os.getloadavg()
     print_table(results, args.device)
     info = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "cuda_arch_list": getattr(sys.modules.get("vfnet._C"), "cuda_arch_list", None),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

@@ -18,13 +18,16 @@
   4. this project, editable (`pip install --no-build-isolation -e .`), which builds `vfnet._C`:
      CPU kernels always, CUDA kernels too when a CUDA toolkit is found (WITH_CUDA=auto|1|0);
      rebuilt only when setup.py, the C++/CUDA sources, torch or the build options changed;
-  5. a check that torch, detectron2 and vfnet._C load, then a summary, also written to
-     VENV/vfnet-install.txt (it records which detectron2 path was taken).
+  5. a check that torch, detectron2 and vfnet._C load and that its ops give hand-computed values
+     (on the CPU, and on the GPU when one is visible), then a summary, also written to
+     VENV/vfnet-install.txt (it records which detectron2 path was taken, and the CUDA
+     architectures vfnet._C was compiled for and the GPUs they run on).
 Uses only the standard library, so any Python >= 3.9 can run it.
 """
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -40,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements.txt"
 PROBE = ROOT / "tools" / "install_probe.py"
+CUDA_ARCH = ROOT / "projects" / "VFNet" / "vfnet" / "ops" / "cuda_arch.py"
 FALLBACK_DIR = ROOT / "tools" / "detectron2_fallback"
 CACHE_DIR = ROOT / ".cache" / "install"
 BUILD_DIR = ROOT / "build" / "detectron2-fallback"
@@ -391,7 +396,8 @@ def vfnet_build_keys(probe, with_cuda):
     """Hashes of what the install of vfnet (setup.py) and the build of vfnet._C depend on."""
     setup_key = hashlib.sha256((ROOT / "setup.py").read_bytes()).hexdigest()[:16]
     h = hashlib.sha256(setup_key.encode())
-    for f in sorted((ROOT / "projects" / "VFNet" / "vfnet" / "csrc").rglob("*")):
+    # The sources, and the module that chooses the default CUDA architectures.
+    for f in sorted((ROOT / "projects" / "VFNet" / "vfnet" / "csrc").rglob("*")) + [CUDA_ARCH]:
         if f.is_file():
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     for k in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "FORCE_CUDA", "CXX", "CC"):
@@ -427,13 +433,40 @@ def ensure_vfnet(env, probe, record, with_cuda, force):
         reason = f"no install record in {env.venv / RECORD_NAME}"
     else:
         reason = "setup.py changed"
-    info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about a minute "
-         "with CUDA kernels on 2 cores)")
+    info(f"installing vfnet in editable mode, which builds vfnet._C ({reason}; about 2 minutes "
+         "with the CUDA kernels for six GPU architectures on 2 cores)")
     # -v shows the compiler commands (nvcc included) in the log. --use-pep517: a PEP 660 editable
     # install (an import hook maps `vfnet` to projects/VFNet/vfnet) even with an older pip, which
     # would otherwise run `setup.py develop`, which ignores package_dir.
     env.pip("install", "-v", "--use-pep517", "--no-build-isolation", "--no-deps", "-e", ROOT)
     return keys, True
+
+
+def describe_cuda_build(vf, torch_cuda):
+    """Summary lines: the CUDA architectures vfnet._C was compiled for and the GPUs they run on."""
+    if not vf.get("cuda_kernels"):
+        return ["no CUDA kernels: on GPUs the ops run their pure-PyTorch fallbacks (README.md)"]
+    built = vf.get("cuda_arch_list", "").replace(",", ";")
+    lines = [f"CUDA kernels compiled for TORCH_CUDA_ARCH_LIST={built or '(not recorded)'}"]
+    spec = importlib.util.spec_from_file_location("vfnet_cuda_arch", CUDA_ARCH)
+    cuda_arch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cuda_arch)
+    try:
+        archs = cuda_arch.parse_arch_list(built)
+    except ValueError:
+        return lines
+    runs, does_not = cuda_arch.gpus_covered(archs)
+    ptx = [a.capability for a in archs if a.ptx]
+    later = f"; later GPUs through the PTX of {ptx[-1][0]}.{ptx[-1][1]}" if ptx else ""
+    lines += textwrap.wrap(f"runs on: {'; '.join(runs)}{later}", width=84, subsequent_indent="  ")
+    if does_not:
+        lines += textwrap.wrap(f"not on: {'; '.join(does_not)}", width=84, subsequent_indent="  ")
+        if torch_cuda and int(torch_cuda.split(".")[0]) >= 13 and any("V100" in g for g in does_not):
+            lines.append("(CUDA 13 has no Volta: for V100s use a CUDA 12 build of torch and a CUDA 12 "
+                         "toolkit, README.md)")
+    if vf.get("gpu"):
+        lines.append(f"{'FAILED' if vf.get('cuda_error') else 'checked'} on this machine's {vf['gpu']}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,10 +536,16 @@ def main(argv=None):
         problems.append("WITH_CUDA=1 but vfnet._C has no CUDA kernels")
     if problems:
         raise InstallError("; ".join(problems))
-    info("torch, torchvision, detectron2 and vfnet._C load; vfnet::star_offsets gives the "
-         "expected values")
+    if vf.get("cuda_error"):
+        warn(f"the CUDA kernels of vfnet._C fail on this machine's {vf['gpu']}: {vf['cuda_error']}. "
+             "If vfnet._C was not compiled for it (see the summary), rebuild it with "
+             "TORCH_CUDA_ARCH_LIST unset, or including this GPU (README.md)")
+    checked = f"the CPU and the {vf['gpu']}" if vf.get("gpu") and not vf.get("cuda_error") else "the CPU"
+    info("torch, torchvision, detectron2 and vfnet._C load; vfnet::star_deform_conv and "
+         f"vfnet::varifocal_loss give the expected values on {checked}")
 
     cuda = "CPU + CUDA kernels" if vf.get("cuda_kernels") else "CPU kernels only"
+    gpu_lines = describe_cuda_build(vf, probe.get("torch_cuda"))
     new_record = {
         "environment": str(venv),
         "python": probe["python"],
@@ -517,6 +556,7 @@ def main(argv=None):
         "detectron2_location": d2.get("location"),
         "vfnet_extension": vf.get("extension"),
         "vfnet_kernels": cuda,
+        "vfnet_cuda_archs": vf.get("cuda_arch_list", "").replace(",", ";"),
         **vfnet_keys,
     }
     write_record(venv, new_record)
@@ -530,7 +570,8 @@ def main(argv=None):
         f"                {d2.get('version')} at {d2.get('location')}\n"
         f"                source: {d2_record.get('detectron2_source')}\n"
         f"  vfnet._C    : {cuda}: {vf.get('extension')}\n"
-        f"  record      : {venv / RECORD_NAME}\n"
+        + "".join(f"                {line}\n" for line in gpu_lines)
+        + f"  record      : {venv / RECORD_NAME}\n"
         f"  another detectron2: make install D2_SOURCE=git|pypi|/path/to/detectron2 (README.md)",
         flush=True,
     )

@@ -6,6 +6,7 @@ Uses only the standard library and pip's vendored `packaging` until it imports t
 import importlib.metadata as md
 import importlib.util
 import json
+import math
 import os
 import sys
 
@@ -81,21 +82,45 @@ def probe_vfnet(root):
 
         # Load the library by path, without importing vfnet/__init__.py (the model code).
         spec = importlib.util.spec_from_file_location("vfnet._C", info["extension"])
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-        x = torch.tensor([[[[1.0]], [[2.0]], [[3.0]], [[4.0]]]])
-        out = torch.ops.vfnet.star_offsets(x).flatten().tolist()
-        expected = [-1.0, 0.0, -1.0, 0.0, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0,
-                    3.0, 0.0, 3.0, 0.0, 3.0, 2.0]
-        info["works"] = out == expected
-        if not info["works"]:
-            info["error"] = f"star_offsets returned {out}, expected {expected}"
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        info["cuda_arch_list"] = getattr(module, "cuda_arch_list", "")
         info["cuda_kernels"] = torch._C._dispatch_has_kernel_for_dispatch_key(
-            "vfnet::star_offsets", "CUDA"
+            "vfnet::star_deform_conv", "CUDA"
         )
+        error = check_ops(torch, "cpu")
+        info["works"] = error is None
+        if error:
+            info["error"] = error
+        if info["cuda_kernels"] and torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            info["gpu"] = f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+            info["cuda_error"] = check_ops(torch, "cuda")
     except Exception as e:
         info["works"] = False
         info["error"] = f"{type(e).__name__}: {e}"
     return info
+
+
+def check_ops(torch, device):
+    """Run both ops of vfnet._C on `device` on hand-computed cases; None, or what went wrong."""
+    try:
+        # Boxes of size 0: the nine taps all sample the single pixel (1), so the output is the
+        # sum of the weights 0..8 = 36.
+        x = torch.ones(1, 1, 1, 1, device=device)
+        weight = torch.arange(9.0, device=device).view(1, 1, 3, 3)
+        conv = torch.ops.vfnet.star_deform_conv(x, torch.zeros(1, 4, 1, 1, device=device), weight, None)
+        # Logit 0 (p = 1/2): target 0 -> alpha * p**2 * log(2), target 1 -> log(2).
+        logits = torch.zeros(2, device=device)
+        targets = torch.tensor([0.0, 1.0], device=device)
+        vfl = torch.ops.vfnet.varifocal_loss(logits, targets, 0.75, 2.0, True, 0)
+        got = [conv.item()] + vfl.tolist()
+    except Exception as e:
+        return f"{device}: {type(e).__name__}: {e}"
+    expected = [36.0, 0.75 * 0.25 * math.log(2), math.log(2)]
+    if any(abs(a - b) > 1e-6 for a, b in zip(got, expected)):
+        return f"{device}: the ops returned {got}, expected {expected}"
+    return None
 
 
 def main():

@@ -378,6 +378,138 @@ class MissingExtensionTest(unittest.TestCase):
         self.assertIn("ok", out.stdout)
 
 
+def count_gemms(fn, *args):
+    """Number of GEMMs (aten::mm) that fn(*args) runs: the star conv's forward runs one per chunk
+    of its column plan."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn(*args)
+    return sum(1 for e in prof.events() if e.name == "aten::mm")
+
+
+def fractional_boxes(n, h, w, reach, device, seed):
+    """Box sides k + f with f in [0.1, 0.9]: every sampling position is at least 0.1 from the
+    grid, where bilinear sampling has kinks (gradcheck's finite differences must not cross one)."""
+    g = torch.Generator().manual_seed(seed)
+    whole = torch.randint(0, reach + 1, (n, 4, h, w), generator=g).double()
+    return (whole + 0.1 + 0.8 * torch.rand(n, 4, h, w, generator=g, dtype=torch.float64)).to(device)
+
+
+class ChunkPlanMixin:
+    """The column plan (star_make_plan in csrc/star_deform_conv.h) on `device`: chunks of at most
+    max(min_chunk, budget / (C * 9 * element size)) positions, with budget / min_chunk 8 MiB / 256
+    on the CPU and 64 MiB / 1024 on CUDA; the images of a group (the largest divisor of N up to
+    32) share one chunk when their positions fit. Each device's shapes below are cut into several
+    chunks per image (C * 9 * H * W * element size > budget) in float32 and float64, or into one
+    chunk per 17 images; `count_gemms` checks that they are."""
+
+    device = "cpu"
+    # (N, C, O, H, W). CPU: 16 * 9 * 128 * 128 * 4 bytes = 9 MiB per image in float32, 18 MiB in
+    # float64.
+    SPLIT = (1, 16, 4, 128, 128)
+    # 34 images = 2 groups of 17 of 3 x 4 positions.
+    GROUPED = (34, 8, 4, 3, 4)
+    # (H, W) of a 1-channel image cut into two chunks in the dtypes below; 9 * 700 * 700 * 2 bytes
+    # = 8.4 MiB in bfloat16 (float16 is computed in float32 on the CPU).
+    LOW_PRECISION_MAP = (700, 700)
+    LOW_PRECISION_DTYPES = (torch.bfloat16,)
+
+    def inputs(self, shape, dtype, seed):
+        x, _, weight, bias = make_inputs(*shape, dtype=dtype, seed=seed, device=self.device)
+        n, _, _, h, w = shape
+        ltrb = fractional_boxes(n, h, w, reach=max(h, w) // 2, device=self.device, seed=seed).to(dtype)
+        return x, ltrb, weight, bias
+
+    def check_float32_against_torchvision(self, shape, seed):
+        x, ltrb, weight, bias = [t.requires_grad_() for t in self.inputs(shape, torch.float32, seed)]
+        with num_threads(1):
+            out = star_deform_conv(x, ltrb, weight, bias)
+            ref = star_deform_conv_reference(x, ltrb, weight, bias)
+        if self.device == "cpu":
+            self.assertTrue(torch.equal(out, ref), f"max diff {(out - ref).abs().max()}")
+        else:
+            torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (x, ltrb, weight, bias), grad_out)
+        grads_ref = torch.autograd.grad(ref, (x, ltrb, weight, bias), grad_out)
+        for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3, msg=name)
+
+    def check_gradcheck(self, shape, seed):
+        inputs = [t.requires_grad_() for t in self.inputs(shape, torch.float64, seed)]
+        self.assertTrue(torch.autograd.gradcheck(star_deform_conv, inputs, fast_mode=True, nondet_tol=1e-10))
+
+    def test_several_chunks_per_image(self):
+        n = self.SPLIT[0]
+        for dtype in (torch.float32, torch.float64):
+            x, ltrb, weight, bias = self.inputs(self.SPLIT, dtype, seed=0)
+            self.assertGreaterEqual(count_gemms(star_deform_conv, x, ltrb, weight, bias), 2 * n, dtype)
+        self.check_float32_against_torchvision(self.SPLIT, seed=1)
+        self.check_gradcheck(self.SPLIT, seed=2)
+
+    def test_several_images_per_chunk(self):
+        x, ltrb, weight, bias = self.inputs(self.GROUPED, torch.float64, seed=3)
+        self.assertEqual(count_gemms(star_deform_conv, x, ltrb, weight, bias), 2)
+        self.check_float32_against_torchvision(self.GROUPED, seed=4)
+        self.check_gradcheck(self.GROUPED, seed=5)
+
+    def test_grad_weight_summed_in_float32(self):
+        # One channel of ones, boxes of size 0 (the nine taps sample the pixel itself): every
+        # column is 1, so grad_weight[0, 0, i, j] = sum(grad_out) = 1, from +1 on the first half
+        # of the rows (the first chunk), -1 on the second, and one 0. Each chunk's product
+        # (+-h * w / 2) is far beyond float16 and bfloat16 resolution (and float16's range):
+        # rounded per chunk it would sum to 0, inf - inf or worse.
+        h, w = self.LOW_PRECISION_MAP
+        grad_out = torch.ones(1, 1, h, w, device=self.device)
+        grad_out[:, :, h // 2 :] = -1
+        grad_out[0, 0, -1, -1] = 0
+        for dtype in self.LOW_PRECISION_DTYPES:
+            with self.subTest(dtype=dtype):
+                x = torch.ones(1, 1, h, w, dtype=dtype, device=self.device, requires_grad=True)
+                weight = torch.ones(1, 1, 3, 3, dtype=dtype, device=self.device, requires_grad=True)
+                ltrb = torch.zeros(1, 4, h, w, device=self.device)
+                self.assertGreaterEqual(count_gemms(star_deform_conv, x, ltrb, weight), 2)
+                out = star_deform_conv(x, ltrb, weight)
+                (grad_weight,) = torch.autograd.grad(out, weight, grad_out.to(dtype))
+                self.assertEqual(grad_weight.dtype, dtype)
+                self.assertEqual(grad_weight.float().flatten().tolist(), [1.0] * 9)
+
+    def test_deterministic_algorithms(self):
+        inputs = make_inputs(2, 4, 3, 6, 7, seed=6, device=self.device)
+        x, ltrb, weight, bias = [t.requires_grad_() for t in inputs]
+        out = star_deform_conv(x, ltrb, weight, bias)
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            if self.device == "cuda":
+                # grad_x is summed with atomics on CUDA.
+                with self.assertRaisesRegex(RuntimeError, "star_deform_conv_backward"):
+                    torch.autograd.grad(out, x, torch.ones_like(out), retain_graph=True)
+            else:
+                grads = torch.autograd.grad(out, (x, ltrb, weight), torch.ones_like(out), retain_graph=True)
+                torch.use_deterministic_algorithms(False)
+                again = torch.autograd.grad(out, (x, ltrb, weight), torch.ones_like(out))
+                for a, b in zip(grads, again):
+                    self.assertTrue(torch.equal(a, b))
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+
+@needs_ext
+class StarDeformConvChunkPlanCPUTest(ChunkPlanMixin, unittest.TestCase):
+    device = "cpu"
+
+
+@needs_cuda
+class StarDeformConvChunkPlanCUDATest(ChunkPlanMixin, unittest.TestCase):
+    device = "cuda"
+    # 128 * 9 * 130 * 130 * 4 bytes = 74 MiB per image in float32, 149 MiB in float64.
+    SPLIT = (2, 128, 4, 130, 130)
+    # Two chunks of 2 million positions (9 * 4e6 * 2 bytes = 69 MiB), whose grad_weight products
+    # (+-2e6) overflow float16.
+    LOW_PRECISION_MAP = (2000, 2000)
+    LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+
+
 @needs_cuda
 class StarDeformConvCUDATest(unittest.TestCase):
     def test_matches_cpu(self):

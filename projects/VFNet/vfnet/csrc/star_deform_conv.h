@@ -5,10 +5,10 @@
 //   Y_i = float(y0 - 1 + i) + {1 - t, 0, b - 1}[i]
 //   X_j = float(x0 - 1 + j) + {1 - l, 0, r - 1}[j]
 //
-// which is torchvision's `deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1)`: the
-// sampling position is formed with the same float operations (integer grid position plus the
-// offset star_offsets.h would store), and sampled with the same bilinear formula, so on the CPU the
-// column matrix is bit-for-bit torchvision's. The reduction over (channel, tap) is one GEMM of
+// which is torchvision's `deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1)`
+// (vfnet/ops/star_offsets.py): the sampling position is formed with the same float operations
+// (integer grid position plus the offset star_offsets stores), and sampled with the same bilinear
+// formula, so on the CPU the column matrix is bit-for-bit torchvision's. The reduction over (channel, tap) is one GEMM of
 // weight.view(O, C * 9) with the (C * 9, positions) column matrix, as in torchvision.
 //
 // Shared by the CPU (cpu/star_deform_conv.cpp) and CUDA (cuda/star_deform_conv.cu) kernels: input
@@ -53,7 +53,7 @@ C10_HOST_DEVICE inline T star_floor(T v) {
 
 // Sampling row of tap row i (0, 1, 2) for output row y0, given the top and bottom distances.
 // torchvision computes `(out_y * stride - pad) + i * dilation + offset_h` with an integer first
-// part and offset_h = {1 - t, 0, b - 1}[i] (star_offsets.h); this is the same sequence of float
+// part and offset_h = {1 - t, 0, b - 1}[i] (star_offsets); this is the same sequence of float
 // operations, so the result is the same float.
 template <typename acc_t>
 C10_HOST_DEVICE inline acc_t star_coord(int64_t y0, int i, acc_t before, acc_t after) {
@@ -151,7 +151,7 @@ C10_HOST_DEVICE inline void star_tap_position(
 
 // Gradient of the box sides from the gradients of the 9 taps' sampling positions (gy[k], gx[k]):
 // top row y = y0 - t, bottom row y = y0 + b, left column x = x0 - l, right column x = x0 + r
-// (the transpose of star_offsets_backward_at in star_offsets.h).
+// (the transpose of the linear map ltrb -> sampling positions).
 template <typename acc_t>
 C10_HOST_DEVICE inline Ltrb<acc_t> star_ltrb_grad(const acc_t* gy, const acc_t* gx) {
   return Ltrb<acc_t>{

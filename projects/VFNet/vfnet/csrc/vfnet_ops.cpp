@@ -9,11 +9,18 @@
 #include <torch/library.h>
 
 #include "star_deform_conv.h"
-#include "star_offsets.h"
 #include "varifocal_loss.h"
 
-// `import vfnet._C` loads this library (and so runs the registrations below);
-// the module itself is empty: the ops live under torch.ops.vfnet.
+// The CUDA architectures of the CUDA kernels, as setup.py passes them (e.g. 7.5,8.0,12.0+PTX);
+// none in a CPU-only build.
+#ifndef VFNET_CUDA_ARCH_LIST
+#define VFNET_CUDA_ARCH_LIST
+#endif
+#define VFNET_STRINGIFY_(...) #__VA_ARGS__
+#define VFNET_STRINGIFY(...) VFNET_STRINGIFY_(__VA_ARGS__)
+
+// `import vfnet._C` loads this library (and so runs the registrations below); the ops live
+// under torch.ops.vfnet, the module itself only has the string `cuda_arch_list`.
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
@@ -23,7 +30,14 @@ PyObject* PyInit__C(void) {
       -1, /* size of per-interpreter state of the module */
       nullptr, /* methods */
   };
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module != nullptr &&
+      PyModule_AddStringConstant(
+          module, "cuda_arch_list", VFNET_STRINGIFY(VFNET_CUDA_ARCH_LIST)) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 
@@ -49,19 +63,7 @@ void check_nchw(
       op, ": expected a floating-point ", arg, ", but got dtype ",
       x.scalar_type());
 }
-} // namespace
 
-void check_star_offsets_input(const at::Tensor& ltrb) {
-  check_nchw(ltrb, "vfnet::star_offsets", "ltrb", 4, "l, t, r, b");
-}
-
-void check_star_offsets_grad(const at::Tensor& grad_offset) {
-  check_nchw(
-      grad_offset, "vfnet::star_offsets_backward", "grad_offset",
-      kStarOffsetChannels, "dy, dx for each of the 9 taps");
-}
-
-namespace {
 const char* kStarDeformConvBackward = "vfnet::star_deform_conv_backward";
 
 void check_same_device(
@@ -186,13 +188,6 @@ void check_varifocal_loss_backward_inputs(
 }
 
 TORCH_LIBRARY(vfnet, m) {
-  // ltrb: (N, 4, H, W) box side distances (l, t, r, b) in feature-map cells.
-  // returns: (N, 18, H, W) offsets of a 3x3 deformable conv that sample the
-  // "star" points (corners, edge midpoints and centre of the box).
-  m.def("star_offsets(Tensor ltrb) -> Tensor");
-  // grad_offset: (N, 18, H, W) -> grad_ltrb: (N, 4, H, W).
-  m.def("star_offsets_backward(Tensor grad_offset) -> Tensor");
-
   // Star-shaped deformable convolution straight from the boxes (star_deform_conv.h):
   // x (N, C, H, W), ltrb (N, 4, H, W) in feature-map cells (any floating dtype), weight
   // (O, C, 3, 3) and bias (O,) of x's dtype -> (N, O, H, W) of x's dtype. Equal to

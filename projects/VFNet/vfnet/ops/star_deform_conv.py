@@ -18,8 +18,11 @@ few hundred positions at a time and multiply them by the weight as they go.
 On the CPU in float32 and float64 the output is torchvision's bit for bit (same sampling
 arithmetic, same GEMM per column); bfloat16 inputs are sampled in float32 and multiplied in
 bfloat16 with float32 accumulation, float16 inputs computed in float32. On CUDA the kernels follow
-the same formulas (float32 accumulation for float16/bfloat16); results match torchvision's to
-rounding.
+the same formulas (float32 accumulation for float16/bfloat16); results match torchvision's within
+rounding, not bit for bit (nvcc fuses multiply-adds, the C++ build does not), and the backward
+sums ``grad_x`` with atomics, so it is not deterministic: under
+``torch.use_deterministic_algorithms(True)`` it raises. ``grad_weight`` is summed over the chunks
+in float32 for every input dtype.
 
 Gradients flow to ``x``, ``ltrb``, ``weight`` and ``bias`` (first order only). As in torchvision,
 the gradient with respect to a sampling position is that of the bilinear interpolation (one-sided
@@ -33,8 +36,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._extension import HAS_C_EXTENSION
-from .star_offsets import star_offsets_reference
+from ._extension import HAS_C_EXTENSION, use_fused_kernels
+from .star_offsets import star_offsets
 
 __all__ = ["star_deform_conv", "star_deform_conv_reference"]
 
@@ -101,9 +104,9 @@ def star_deform_conv_reference(
     x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor] = None
 ) -> Tensor:
     """
-    Pure-PyTorch :func:`star_deform_conv`: :func:`star_offsets_reference` then
+    Pure-PyTorch :func:`star_deform_conv`: :func:`star_offsets` then
     ``torchvision.ops.deform_conv2d(..., padding=1)`` (the reference of the tests, and the
-    fallback without ``vfnet._C``).
+    fallback where ``vfnet._C`` has no kernels).
 
     The sampling positions are computed in float32 (float64 for float64 ``x``) from ``ltrb``;
     torchvision has no float16/bfloat16 CPU kernel, so such inputs are computed in float32 on the
@@ -116,7 +119,7 @@ def star_deform_conv_reference(
     compute_dtype = x.dtype
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
         compute_dtype = torch.float32
-    offset = star_offsets_reference(ltrb.to(position_dtype)).to(compute_dtype)
+    offset = star_offsets(ltrb.to(position_dtype)).to(compute_dtype)
     out = deform_conv2d(
         x.to(compute_dtype),
         offset,
@@ -132,8 +135,10 @@ def star_deform_conv(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Ten
     3x3 deformable convolution sampling the star points of boxes ``ltrb``.
 
     Args:
-        x: (N, C, H, W) features; float32, float64, float16 or bfloat16; CPU, or CUDA when
-            ``vfnet._C`` was built with CUDA. Any strides.
+        x: (N, C, H, W) features; float32, float64, float16 or bfloat16; on a device
+            ``vfnet._C`` has kernels for (CPU; CUDA when built with CUDA for this GPU), else the
+            pure-PyTorch :func:`star_deform_conv_reference` runs (one warning per device type).
+            Any strides.
         ltrb: (N, 4, H, W) box side distances (l, t, r, b) from each location, in feature-map
             cells; any floating dtype (the positions are computed in float32, float64 for float64
             ``x``); may reach beyond the map (those samples read zeros).
@@ -150,7 +155,7 @@ def star_deform_conv(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Ten
         RuntimeError: on shapes, dtypes or devices that do not fit together (the message names
             the argument).
     """
-    if HAS_C_EXTENSION:
+    if use_fused_kernels(x.device):
         return torch.ops.vfnet.star_deform_conv(x, ltrb, weight, bias)
     return star_deform_conv_reference(x, ltrb, weight, bias)
 

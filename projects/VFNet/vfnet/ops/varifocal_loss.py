@@ -24,7 +24,7 @@ detectron2.
 import torch
 from torch import Tensor
 
-from ._extension import HAS_C_EXTENSION
+from ._extension import HAS_C_EXTENSION, use_fused_kernels
 
 __all__ = ["varifocal_loss"]
 
@@ -68,8 +68,8 @@ def varifocal_loss(
     Varifocal Loss, fused: same arguments and result as :func:`vfnet.losses.varifocal_loss`.
 
     Args:
-        logits: float tensor of any shape (float32, float64, float16, bfloat16; CPU, or CUDA
-            when ``vfnet._C`` was built with CUDA).
+        logits: float tensor of any shape (float32, float64, float16, bfloat16); on a device
+            without kernels in ``vfnet._C`` the eager function runs (one warning per device type).
         targets: same shape, IoU-aware targets in [0, 1]; converted to ``logits``' dtype. Gets no
             gradient.
         alpha: weight of the negatives.
@@ -90,7 +90,7 @@ def varifocal_loss(
         )
     if reduction not in REDUCTIONS:
         raise ValueError(f"varifocal_loss: unknown reduction {reduction!r}; use 'none', 'mean' or 'sum'")
-    if not HAS_C_EXTENSION:
+    if not use_fused_kernels(logits.device):
         from ..losses import varifocal_loss as eager_varifocal_loss
 
         return eager_varifocal_loss(logits, targets, alpha, gamma, iou_weighted, reduction)

@@ -25,8 +25,9 @@
 // derivative of each sample with respect to its position into per-block partial sums, which are
 // added in block order (deterministic for a given number of threads <= kMaxBlocks).
 //
-// bfloat16: sampling in float32, columns and GEMM in bfloat16 (fp32 accumulation in the BLAS),
-// grad_weight accumulated over chunks in float32. float16 (slow GEMM on CPU): computed in float32.
+// bfloat16: sampling in float32, columns and GEMMs in bfloat16 (fp32 accumulation in the BLAS),
+// except grad_weight, multiplied and summed over the chunks in float32. float16 (slow GEMM on
+// CPU): computed in float32.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -277,7 +278,9 @@ void backward_impl(
     if (same_type) {
       grad_weight2d.addmm_(g, cols.t());
     } else {
-      grad_weight2d.add_(at::mm(g, cols.t()));
+      // bfloat16: the chunk's product in float32 (no mixed-precision GEMM on the CPU), so that
+      // grad_weight is rounded to bfloat16 once, at the end.
+      grad_weight2d.addmm_(g.to(at::kFloat), cols.t().to(at::kFloat));
     }
 
     partial.zero_();

@@ -5,9 +5,12 @@
 // kernel samples the (C * 9, chunk) column matrix straight from the boxes and one GEMM (cuBLAS,
 // through at::mm) multiplies it by weight.view(O, C * 9). The backward recomputes the columns,
 // gets grad_columns = weight^T @ grad_out with a GEMM, scatters them into grad_x with atomics (as
-// torchvision's CUDA kernel), and sums the sampling positions' gradients over channels with one
-// thread per (tap, position). float16/bfloat16: columns and GEMMs in that dtype (fp32
-// accumulation in cuBLAS), sampling, grad_x, the position gradients and grad_weight in float32.
+// torchvision's CUDA kernel: the order of the additions varies from run to run, so the backward
+// reports itself to torch.use_deterministic_algorithms), and sums the sampling positions'
+// gradients over channels with one thread per (tap, position). float16/bfloat16: columns and
+// GEMMs in that dtype (fp32 accumulation in cuBLAS); sampling, grad_x, the position gradients and
+// grad_weight in float32 (each chunk's grad_weight GEMM writes float32, summed over the chunks in
+// float32 and rounded once at the end).
 //
 // Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which needs the cuSPARSE/cuBLAS headers
 // that a minimal CUDA toolkit lacks).
@@ -275,6 +278,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
   const char* op = "vfnet::star_deform_conv_backward";
   check_star_deform_conv_backward_inputs(grad_out_in, x_in, ltrb_in, weight_in);
   TORCH_CHECK(x_in.is_cuda(), op, ": expected CUDA tensors, but got x on ", x_in.device());
+  // grad_x is summed with atomicAdd: raise under torch.use_deterministic_algorithms(True).
+  at::globalContext().alertNotDeterministic("vfnet::star_deform_conv_backward (CUDA)");
   const c10::cuda::CUDAGuard device_guard(x_in.device());
   const at::ScalarType dtype = x_in.scalar_type();
   const at::ScalarType acc_t_ = acc_dtype(dtype);
@@ -318,7 +323,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
             if (same_type) {
               grad_weight2d.addmm_(g, cols.t());
             } else {
-              grad_weight2d.add_(at::mm(g, cols.t()));
+              grad_weight2d.add_(at::mm(g, cols.t(), acc_t_));
             }
             star_col2im_kernel<scalar_t, acc_t><<<num_blocks(channels * pc), kThreads, 0, stream>>>(
                 gcols.const_data_ptr<scalar_t>(), ltrb_seg, channels, height, width, v0, pc,
