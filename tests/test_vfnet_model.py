@@ -155,6 +155,21 @@ class SoftNMSTest(unittest.TestCase):
         )
         self.assertEqual(keep.tolist(), [0])  # 0.8 * (1 - 1) = 0 < min_score
 
+    def test_iou_at_the_threshold_is_decayed_as_mmcv(self):
+        # mmcv's soft_nms (the reference's VFNet-X) decays when IoU >= threshold: IoU 65/100 = 0.65
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.5]])
+        scores, labels = torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.long)
+        for method, expected in (("linear", 0.8 * (1 - 0.65)), ("naive", None)):
+            keep, new_scores = batched_soft_nms(boxes, scores, labels, iou_threshold=0.65, method=method)
+            if expected is None:
+                self.assertEqual(keep.tolist(), [0])  # naive: zeroed, then below min_score
+            else:
+                self.assertEqual(keep.tolist(), [0, 1])
+                torch.testing.assert_close(new_scores, torch.tensor([0.9, expected]))
+        # just below the threshold: untouched
+        keep, new_scores = batched_soft_nms(boxes, scores, labels, iou_threshold=0.651)
+        torch.testing.assert_close(new_scores, scores)
+
     def test_empty_and_bad_method(self):
         keep, s = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
         self.assertEqual(len(keep), 0)
