@@ -4,6 +4,7 @@ boxes: sizes, offsets, scales and holes against the reference's documented sampl
 here from its formulas with a separately seeded numpy generator), boxes shifted and clipped by
 hand, bounds over many draws, and the VFNet-X data config. Runs in about a second.
 """
+
 import os
 import sys
 import tempfile
@@ -145,7 +146,9 @@ class MapperTest(unittest.TestCase):
         return {"file_name": self.file, "height": 100, "width": 200, "annotations": anns}
 
     def test_fixed_crop_shifts_clips_and_drops_boxes(self):
-        mapper = DatasetMapperWithBoxes(is_train=True, augmentations=[T.CropTransform(10, 20, 50, 40)], image_format="RGB")
+        mapper = DatasetMapperWithBoxes(
+            is_train=True, augmentations=[T.CropTransform(10, 20, 50, 40)], image_format="RGB"
+        )
         boxes = [
             [0, 0, 30, 30],  # partly inside: (-10, -20, 20, 10) -> clipped (0, 0, 20, 10)
             [100, 100, 120, 120],  # outside: dropped
@@ -177,7 +180,9 @@ class MapperTest(unittest.TestCase):
             plain(self.record([[0, 0, 6, 6]]))
 
     def test_test_mode_and_errors_name_the_file(self):
-        mapper = DatasetMapperWithBoxes(is_train=False, augmentations=[T.ResizeShortestEdge(50, 100)], image_format="RGB")
+        mapper = DatasetMapperWithBoxes(
+            is_train=False, augmentations=[T.ResizeShortestEdge(50, 100)], image_format="RGB"
+        )
         out = mapper(self.record([[0, 0, 6, 6]]))
         self.assertEqual(tuple(out["image"].shape), (3, 50, 100))
         self.assertNotIn("instances", out)
@@ -321,7 +326,9 @@ class VFNetXDataConfigTest(unittest.TestCase):
         crop, resize, cutout, flip = mapper.augmentations.augs
         self.assertEqual((crop.crop_type, list(crop.crop_size), crop.prob), ("relative_range", [0.75, 0.75], 0.5))
         self.assertEqual((resize.scales, resize.multiscale_mode), (((750, 500), (2100, 1400)), "range"))
-        self.assertEqual((cutout.n_holes, list(cutout.hole_sizes), cutout.prob, cutout.fill_value), ((5, 10), HOLE_SIZES, 0.5, 0))
+        self.assertEqual(
+            (cutout.n_holes, list(cutout.hole_sizes), cutout.prob, cutout.fill_value), ((5, 10), HOLE_SIZES, 0.5, 0)
+        )
         self.assertIsInstance(flip, T.RandomFlip)
         self.assertEqual((flip.prob, flip.horizontal), (0.5, True))
         test = instantiate(cfg.dataloader.test.mapper)

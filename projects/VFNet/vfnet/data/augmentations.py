@@ -12,6 +12,7 @@ Boxes (where an augmentation needs them) are ``(N, 4)`` float arrays of absolute
 coordinates, as in Detectron2's :class:`~detectron2.data.transforms.AugInput`; images are
 ``(H, W)`` or ``(H, W, C)`` arrays.
 """
+
 from typing import Sequence, Tuple, Union
 
 import numpy as np

@@ -1,4 +1,8 @@
-"""Detectron2's ``DatasetMapper``, with errors that name the image, and a variant that gives the augmentations the boxes."""
+"""
+Detectron2's ``DatasetMapper`` with errors that name the image, and a variant whose augmentations
+also see the boxes.
+"""
+
 import copy
 
 import numpy as np
