@@ -356,6 +356,25 @@ class SWAOptionsTest(unittest.TestCase):
             self.assertEqual(swa_iters_per_epoch(self.cfg, dict(swa, iters_per_epoch=7)), 7)
 
 
+class ResumableBestCheckpointerTest(unittest.TestCase):
+    def test_best_score_is_saved_with_the_trainer(self):
+        from vfnet.engine import ResumableBestCheckpointer
+
+        model = nn.Linear(2, 1)
+        trainer = SimpleTrainer(model, _toy_data(), torch.optim.SGD(model.parameters(), lr=0.1))
+        best = ResumableBestCheckpointer(1, DetectionCheckpointer(model), "bbox/AP")
+        trainer.register_hooks([best])
+        best.best_metric, best.best_iter = 41.5, 7
+        state = trainer.state_dict()
+        self.assertEqual(state["hooks"]["ResumableBestCheckpointer"], {"best_metric": 41.5, "best_iter": 7})
+
+        trainer2 = SimpleTrainer(model, _toy_data(), torch.optim.SGD(model.parameters(), lr=0.1))
+        best2 = ResumableBestCheckpointer(1, DetectionCheckpointer(model), "bbox/AP")
+        trainer2.register_hooks([best2])
+        trainer2.load_state_dict(state)
+        self.assertEqual((best2.best_metric, best2.best_iter), (41.5, 7))
+
+
 class SWAEndToEndTest(unittest.TestCase):
     """
     The quickstart's training loop with the tests' small VFNet on 4 + 4 synthetic images: a
@@ -452,3 +471,60 @@ class SWAEndToEndTest(unittest.TestCase):
             self.assertLess(max_diff(swa2, mean, params), 1e-6)
             with open(os.path.join(out, "metrics.json")) as f:
                 self.assertEqual(f.read().count('"swa_bbox/AP"'), 3)
+
+
+class YacsSWATest(unittest.TestCase):
+    """SOLVER.SWA with the yacs Trainer: an SWA-only run of 2 epochs of 2 iterations from MODEL.WEIGHTS."""
+
+    def setUp(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def tearDown(self):
+        torch.set_num_threads(self.threads)
+
+    def test_swa_only_run(self):
+        from detectron2.modeling import build_model
+
+        from vfnet.engine import Trainer, load_config
+
+        with tempfile.TemporaryDirectory() as tmp:
+            train_name, val_name = _register_micro_shapes(os.path.join(tmp, "shapes"))
+            yaml = os.path.join(REPO, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.yaml")
+            cfg = load_config(
+                yaml,
+                [
+                    f"DATASETS.TRAIN=('{train_name}',)",
+                    f"DATASETS.TEST=('{val_name}',)",
+                    "DATALOADER.NUM_WORKERS=0",
+                    "SOLVER.IMS_PER_BATCH=1",
+                    "SOLVER.MAX_ITER=4",
+                    "SOLVER.CHECKPOINT_PERIOD=2",
+                    "SOLVER.SWA.ENABLED=True",
+                    "SOLVER.SWA.EPOCHS=2",
+                    "MODEL.VFNET.SCORE_THRESH_TEST=0.0",
+                    f"OUTPUT_DIR={tmp}/out",
+                ],
+            )
+            start = os.path.join(tmp, "start.pth")
+            torch.save({"model": build_model(cfg).state_dict()}, start)
+            cfg.MODEL.WEIGHTS = start
+            trainer = Trainer(cfg)
+            self.assertIsInstance(trainer.scheduler._multiplier, CyclicCosineParamScheduler)
+            self.assertEqual(trainer.optimizer.param_groups[0]["lr"], 0.03)  # SOLVER.BASE_LR, no warm-up
+            trainer.resume_or_load(resume=False)
+            trainer.train()
+
+            def load(name):
+                return torch.load(os.path.join(tmp, "out", name), map_location="cpu", weights_only=True)["model"]
+
+            end1, end2, swa2 = load("model_0000001.pth"), load("model_final.pth"), load("swa_model_2.pth")
+            params = {n for n, _ in trainer.model.named_parameters()}
+            for n in params:
+                torch.testing.assert_close(swa2[n], (end1[n] + end2[n]) / 2, rtol=1e-6, atol=1e-7)
+            self.assertTrue(any(not torch.equal(end1[n], end2[n]) for n in params))
+            self.assertIn("swa_bbox/AP", trainer.storage.latest())
+
+        cfg.SOLVER.MAX_ITER = 5
+        with self.assertRaisesRegex(ValueError, "must divide SOLVER.MAX_ITER"):
+            Trainer.build_lr_scheduler(cfg, trainer.optimizer)

@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from omegaconf import OmegaConf
@@ -504,13 +505,44 @@ def launch_cpu(main_func, num_processes: int, args: tuple = ()):
 # ------------------------------------------------------------------ yacs loop
 
 
+def yacs_swa_iters_per_epoch(cfg: CfgNode) -> int:
+    """Iterations per SWA epoch of a yacs config with ``SOLVER.SWA.ENABLED``: MAX_ITER / EPOCHS."""
+    epochs, max_iter = cfg.SOLVER.SWA.EPOCHS, cfg.SOLVER.MAX_ITER
+    if epochs < 1 or max_iter % epochs:
+        raise ValueError(
+            f"SOLVER.SWA.EPOCHS ({epochs}) must divide SOLVER.MAX_ITER ({max_iter}): "
+            "set SOLVER.MAX_ITER to SWA epochs x iterations per epoch"
+        )
+    return max_iter // epochs
+
+
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` for ``.yaml`` configs: COCO evaluation, checked data, VFNet checkpointer."""
+    """
+    ``DefaultTrainer`` for ``.yaml`` configs: COCO evaluation, checked data, VFNet checkpointer;
+    with ``SOLVER.SWA.ENABLED``, an SWA run (see ``add_vfnet_config``).
+    """
 
     def build_hooks(self):
         # DefaultTrainer.__init__ builds its checkpointer, then the hooks; swap ours in first.
         self.checkpointer = VFNetCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        return super().build_hooks()
+        ret = super().build_hooks()
+        if self.cfg.SOLVER.SWA.ENABLED:
+            swa = SWAHook(
+                iters_per_epoch=yacs_swa_iters_per_epoch(self.cfg),
+                output_dir=self.cfg.OUTPUT_DIR,
+                eval_function=lambda averaged: self.test(self.cfg, averaged, metrics_name="swa_eval_metrics.json"),
+            )
+            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+            ret.insert(writers[0] if writers else len(ret), swa)  # its results logged in that step
+        return ret
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        if not cfg.SOLVER.SWA.ENABLED:
+            return super().build_lr_scheduler(cfg, optimizer)
+        scheduler = CyclicCosineParamScheduler(1.0, cfg.SOLVER.SWA.LR_END_RATIO, cfg.SOLVER.SWA.EPOCHS)
+        yacs_swa_iters_per_epoch(cfg)  # checks MAX_ITER against EPOCHS
+        return LRMultiplier(optimizer, scheduler, cfg.SOLVER.MAX_ITER)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -531,7 +563,7 @@ class Trainer(DefaultTrainer):
         return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False))
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test(cls, cfg, model, evaluators=None, metrics_name: str = "eval_metrics.json"):
         results = super().test(cfg, model, evaluators)
-        write_metrics(dict(results), cfg.OUTPUT_DIR)
+        write_metrics(dict(results), cfg.OUTPUT_DIR, name=metrics_name)
         return results
