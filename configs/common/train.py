@@ -16,4 +16,16 @@ train = dict(
     eval_period=5000,
     log_period=20,
     device="cuda",
+    # Stochastic Weight Averaging after the main schedule, as the reference's VFNet-X
+    # (`configs/_base_/swa.py`): see vfnet.engine.do_swa and the README.
+    swa=dict(
+        enabled=False,
+        only=False,  # True: skip the main schedule and run only SWA, from `start_from`
+        # "best": {output_dir}/model_best.pth, the main run's best checkpoint by bbox/AP;
+        # "last": {output_dir}/model_final.pth; or the path of a checkpoint
+        start_from="best",
+        epochs=18,  # VFNet-X's 18 (the reference's base SWA config: 12)
+        iters_per_epoch=None,  # None: one pass over dataloader.train.dataset, ceil(images / batch)
+        lr_end_ratio=0.01,  # every epoch, the lr anneals from the base lr to this x base
+    ),
 )

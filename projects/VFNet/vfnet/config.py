@@ -63,3 +63,13 @@ def add_vfnet_config(cfg) -> None:
     v.SOFT_NMS_METHOD = "linear"
     v.SOFT_NMS_SIGMA = 0.5
     v.SOFT_NMS_MIN_SCORE = 0.001
+
+    # Stochastic Weight Averaging (VFNet-X) in a yacs run: with ENABLED, the run is the SWA phase
+    # alone, from MODEL.WEIGHTS (weights only): SOLVER.MAX_ITER = EPOCHS x iterations per epoch,
+    # the lr restarting at SOLVER.BASE_LR every epoch and annealing to LR_END_RATIO x BASE_LR
+    # (SOLVER.LR_SCHEDULER_NAME and the warm-up are not used), the running mean of the weights
+    # saved as OUTPUT_DIR/swa_model_{epoch}.pth and evaluated at every epoch end.
+    swa = cfg.SOLVER.SWA = CN()
+    swa.ENABLED = False
+    swa.EPOCHS = 18
+    swa.LR_END_RATIO = 0.01

@@ -3,8 +3,10 @@ Training and evaluation loops for both config styles: LazyConfig ``.py`` files (
 ``lazyconfig_train_net.py`` loop) and yacs ``.yaml`` files (``DefaultTrainer``).
 """
 import difflib
+import gc
 import json
 import logging
+import math
 import os
 import time
 import weakref
@@ -16,14 +18,18 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format
+from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 from omegaconf import OmegaConf
 
 from .checkpoint import VFNetCheckpointer
 from .config import add_vfnet_config
 from .data.mapper import CheckedDatasetMapper
 from .data.validation import check_dataset_dicts
+from .lr_scheduler import CyclicCosineParamScheduler
 from .solver import build_optimizer
+from .swa import SWAHook
 
 __all__ = [
     "load_config",
@@ -32,6 +38,8 @@ __all__ = [
     "checked_dataset_dicts",
     "do_test",
     "do_train",
+    "do_swa",
+    "swa_options",
     "Trainer",
     "write_metrics",
     "launch_cpu",
@@ -232,36 +240,143 @@ def wrap_ddp(model, device, **ddp_kwargs):
     return create_ddp_model(model, **ddp_kwargs)
 
 
-def do_test(cfg, model) -> Dict:
-    """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
+def do_test(cfg, model, metrics_name: str = "eval_metrics.json") -> Dict:
+    """
+    Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``; the results go
+    to ``{train.output_dir}/{metrics_name}``.
+    """
     if "evaluator" not in cfg.dataloader:
         return {}
     results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process():
         print_csv_format(results)
-    write_metrics(results, cfg.train.output_dir)
+    write_metrics(results, cfg.train.output_dir, name=metrics_name)
     return results
 
 
+class ResumableBestCheckpointer(hooks.BestCheckpointer):
+    """Detectron2's ``BestCheckpointer`` whose best score so far is saved with the trainer, so that
+    ``--resume`` does not overwrite ``model_best.pth`` with a worse model."""
+
+    def state_dict(self):
+        return {"best_metric": self.best_metric, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state_dict):
+        self.best_metric = state_dict["best_metric"]
+        self.best_iter = state_dict["best_iter"]
+
+
+# ------------------------------------------------------------------ SWA options
+
+SWA_BEST_METRIC = "bbox/AP"
+_SWA_KEYS = {"enabled", "only", "start_from", "epochs", "iters_per_epoch", "lr_end_ratio"}
+
+
+def swa_options(cfg) -> Optional[Dict]:
+    """
+    The checked ``train.swa`` options of a LazyConfig (see ``configs/common/train.py``), or None
+    when SWA is off or the config has no ``train.swa``.
+    """
+    node = cfg.train.get("swa", None)
+    if node is None:
+        return None
+    swa = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    for key in sorted(set(swa) - _SWA_KEYS):
+        close = difflib.get_close_matches(key, _SWA_KEYS, n=1)
+        hint = f"; did you mean train.swa.{close[0]}?" if close else f" (known: {sorted(_SWA_KEYS)})"
+        raise KeyError(f"unknown option train.swa.{key}{hint}")
+    missing = _SWA_KEYS - set(swa)
+    if missing:
+        raise KeyError(f"train.swa lacks {sorted(missing)}")
+    if not swa["enabled"]:
+        if swa["only"]:
+            raise ValueError("train.swa.only=True needs train.swa.enabled=True")
+        return None
+    if not (isinstance(swa["epochs"], int) and swa["epochs"] >= 1):
+        raise ValueError(f"train.swa.epochs must be a positive integer, got {swa['epochs']!r}")
+    ipe = swa["iters_per_epoch"]
+    if ipe is not None and not (isinstance(ipe, int) and ipe >= 1):
+        raise ValueError(f"train.swa.iters_per_epoch must be a positive integer or None, got {ipe!r}")
+    if not 0.0 <= float(swa["lr_end_ratio"]) <= 1.0:
+        raise ValueError(f"train.swa.lr_end_ratio must be in [0, 1], got {swa['lr_end_ratio']!r}")
+    if not (isinstance(swa["start_from"], str) and swa["start_from"]):
+        raise ValueError(f"train.swa.start_from must be 'best', 'last' or a checkpoint path, got {swa['start_from']!r}")
+    if swa["start_from"] == "best" and not swa["only"] and "evaluator" not in cfg.dataloader:
+        raise ValueError(
+            "train.swa.start_from='best' picks the main run's best checkpoint by bbox/AP, which needs "
+            "dataloader.evaluator; set train.swa.start_from='last' or a checkpoint path"
+        )
+    return swa
+
+
+def swa_start_checkpoint(cfg, swa: Dict) -> str:
+    """The checkpoint whose weights SWA starts from: ``model_best.pth``, ``model_final.pth`` or a path."""
+    start = swa["start_from"]
+    if start == "best":
+        path = os.path.join(cfg.train.output_dir, "model_best.pth")
+        hint = (
+            f"the main run writes it when its evaluation gives a finite {SWA_BEST_METRIC}; "
+            "set train.swa.start_from='last' or a checkpoint path"
+        )
+    elif start == "last":
+        path = os.path.join(cfg.train.output_dir, "model_final.pth")
+        hint = "the main run writes it at its end; set train.swa.start_from to a checkpoint path"
+    else:
+        path, hint = start, "train.swa.start_from names it"
+    if "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f"SWA cannot start: {path} does not exist ({hint})")
+    return path
+
+
+def swa_iters_per_epoch(cfg, swa: Dict) -> int:
+    """``train.swa.iters_per_epoch``, or one pass over the training set: ceil(images / batch)."""
+    if swa["iters_per_epoch"] is not None:
+        return swa["iters_per_epoch"]
+    dataset = instantiate(cfg.dataloader.train.dataset)
+    batch = cfg.dataloader.train.total_batch_size
+    iters = math.ceil(len(dataset) / batch)
+    logger.info(f"SWA epoch: {len(dataset)} training images / {batch} per batch = {iters} iterations")
+    return iters
+
+
+# ------------------------------------------------------------------ LazyConfig training
+
+
 def do_train(cfg, resume: bool = False) -> None:
-    """Detectron2's LazyConfig training loop, with VFNet's checkpointer and periodic evaluation."""
+    """
+    Detectron2's LazyConfig training loop, with VFNet's checkpointer and periodic evaluation;
+    then, with ``train.swa.enabled``, the SWA phase (:func:`do_swa`), or only that with
+    ``train.swa.only``.
+    """
+    swa = swa_options(cfg)
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
 
     cfg.optimizer.params.model = model
+    model = wrap_ddp(model, cfg.train.device, **cfg.train.ddp)
+    if swa is None or not swa["only"]:
+        _train_main_schedule(cfg, model, resume, swa)
+    if swa is not None:
+        gc.collect()  # the main trainer and its data loader workers
+        do_swa(cfg, model, swa, resume=resume)
+
+
+def _train_main_schedule(cfg, model, resume: bool, swa: Optional[Dict]) -> None:
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
-
-    model = wrap_ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = build_trainer(cfg, model, train_loader, optimizer)
     checkpointer = VFNetCheckpointer(model, cfg.train.output_dir, optimizer=optimizer, trainer=trainer)
+    keep_best = swa is not None and swa["start_from"] == "best"
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            ResumableBestCheckpointer(cfg.train.eval_period, checkpointer, SWA_BEST_METRIC, mode="max")
+            if keep_best and comm.is_main_process()
+            else None,
             hooks.PeriodicWriter(
                 default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
             )
@@ -271,7 +386,77 @@ def do_train(cfg, resume: bool = False) -> None:
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    if swa is not None and start_iter >= cfg.train.max_iter:
+        logger.info("The main schedule is complete; going on with SWA")
+        return
     trainer.train(start_iter, cfg.train.max_iter)
+
+
+def do_swa(cfg, model, swa: Dict, resume: bool = False) -> None:
+    """
+    The SWA phase, as the reference runs it after the main schedule (its ``swa_training``):
+
+    - weights only from :func:`swa_start_checkpoint` (the best checkpoint by bbox/AP by default),
+      a fresh ``cfg.optimizer`` (the same SGD recipe) and no warm-up;
+    - ``train.swa.epochs`` epochs of ``iters_per_epoch`` iterations, the lr restarting at the base
+      lr every epoch and annealing with a cosine towards ``lr_end_ratio`` x base
+      (:class:`CyclicCosineParamScheduler`);
+    - at every epoch end, :class:`SWAHook` updates the running mean of the parameters, saves it as
+      ``{output_dir}/swa_model_{epoch}.pth`` and evaluates it (``swa_bbox/AP`` in the logs,
+      ``swa_eval_metrics.json``).
+
+    The phase's own checkpoints (model, optimizer, iteration), one per epoch end, go to
+    ``{output_dir}/swa/``; ``resume`` continues from the last of them, with the average reloaded
+    from the matching ``swa_model_{epoch}.pth``.
+    """
+    output_dir = cfg.train.output_dir
+    iters_per_epoch = swa_iters_per_epoch(cfg, swa)
+    max_iter = swa["epochs"] * iters_per_epoch
+    optimizer = instantiate(cfg.optimizer)
+    # A data loader of its own: Detectron2 v0.6's AspectRatioGroupedDataset keeps its batches in
+    # progress on the object, so two iterators over one loader (without workers) corrupt each other.
+    train_loader = instantiate(cfg.dataloader.train)
+    trainer = build_trainer(cfg, model, train_loader, optimizer)
+    swa_dir = os.path.join(output_dir, "swa")
+    if comm.is_main_process():
+        PathManager.mkdirs(swa_dir)
+    checkpointer = VFNetCheckpointer(model, swa_dir, optimizer=optimizer, trainer=trainer)
+    evaluate = None
+    if "evaluator" in cfg.dataloader:
+        evaluate = lambda averaged: do_test(cfg, averaged, metrics_name="swa_eval_metrics.json")  # noqa: E731
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(
+                scheduler=CyclicCosineParamScheduler(
+                    start_value=1.0, end_value=float(swa["lr_end_ratio"]), num_cycles=swa["epochs"]
+                )
+            ),
+            hooks.PeriodicCheckpointer(
+                checkpointer, period=iters_per_epoch, max_to_keep=cfg.train.checkpointer.get("max_to_keep")
+            )
+            if comm.is_main_process()
+            else None,
+            SWAHook(iters_per_epoch=iters_per_epoch, output_dir=output_dir, eval_function=evaluate),
+            hooks.PeriodicWriter(default_writers(output_dir, max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    if resume and checkpointer.has_checkpoint():
+        checkpointer.resume_or_load("", resume=True)
+        start_iter = trainer.iter + 1
+    else:
+        comm.synchronize()  # the main process may still be writing the main run's last checkpoints
+        start = swa_start_checkpoint(cfg, swa)
+        VFNetCheckpointer(model, require_head=True).load(start)  # weights only
+        start_iter = 0
+        logger.info(f"SWA from {start}")
+    logger.info(
+        f"SWA: {swa['epochs']} epochs of {iters_per_epoch} iterations, lr cycling from base to "
+        f"{swa['lr_end_ratio']} x base every epoch"
+    )
+    trainer.train(start_iter, max_iter)
 
 
 # ------------------------------------------------------------------ CPU processes
@@ -321,13 +506,44 @@ def launch_cpu(main_func, num_processes: int, args: tuple = ()):
 # ------------------------------------------------------------------ yacs loop
 
 
+def yacs_swa_iters_per_epoch(cfg: CfgNode) -> int:
+    """Iterations per SWA epoch of a yacs config with ``SOLVER.SWA.ENABLED``: MAX_ITER / EPOCHS."""
+    epochs, max_iter = cfg.SOLVER.SWA.EPOCHS, cfg.SOLVER.MAX_ITER
+    if epochs < 1 or max_iter % epochs:
+        raise ValueError(
+            f"SOLVER.SWA.EPOCHS ({epochs}) must divide SOLVER.MAX_ITER ({max_iter}): "
+            "set SOLVER.MAX_ITER to SWA epochs x iterations per epoch"
+        )
+    return max_iter // epochs
+
+
 class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` for ``.yaml`` configs: COCO evaluation, checked data, VFNet checkpointer."""
+    """
+    ``DefaultTrainer`` for ``.yaml`` configs: COCO evaluation, checked data, VFNet checkpointer;
+    with ``SOLVER.SWA.ENABLED``, an SWA run (see ``add_vfnet_config``).
+    """
 
     def build_hooks(self):
         # DefaultTrainer.__init__ builds its checkpointer, then the hooks; swap ours in first.
         self.checkpointer = VFNetCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        return super().build_hooks()
+        ret = super().build_hooks()
+        if self.cfg.SOLVER.SWA.ENABLED:
+            swa = SWAHook(
+                iters_per_epoch=yacs_swa_iters_per_epoch(self.cfg),
+                output_dir=self.cfg.OUTPUT_DIR,
+                eval_function=lambda averaged: self.test(self.cfg, averaged, metrics_name="swa_eval_metrics.json"),
+            )
+            writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+            ret.insert(writers[0] if writers else len(ret), swa)  # its results logged in that step
+        return ret
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        if not cfg.SOLVER.SWA.ENABLED:
+            return super().build_lr_scheduler(cfg, optimizer)
+        scheduler = CyclicCosineParamScheduler(1.0, cfg.SOLVER.SWA.LR_END_RATIO, cfg.SOLVER.SWA.EPOCHS)
+        yacs_swa_iters_per_epoch(cfg)  # checks MAX_ITER against EPOCHS
+        return LRMultiplier(optimizer, scheduler, cfg.SOLVER.MAX_ITER)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -352,7 +568,7 @@ class Trainer(DefaultTrainer):
         return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False))
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test(cls, cfg, model, evaluators=None, metrics_name: str = "eval_metrics.json"):
         results = super().test(cfg, model, evaluators)
-        write_metrics(dict(results), cfg.OUTPUT_DIR)
+        write_metrics(dict(results), cfg.OUTPUT_DIR, name=metrics_name)
         return results

@@ -1,4 +1,16 @@
-"""Datasets of the VFNet project: the synthetic "shapes" dataset (generated locally, no download)."""
+"""
+Data of the VFNet project: the synthetic "shapes" dataset (generated locally, no download), the
+VFNet-X training augmentations and the dataset mappers.
+"""
+from .augmentations import (
+    CutOut,
+    CutOutTransform,
+    MultiScaleKeepRatioResize,
+    RandomCropKeepingBoxes,
+    boxes_kept_by_crop,
+    keep_ratio_size,
+)
+from .mapper import CheckedDatasetMapper, DatasetMapperWithBoxes
 from .synthetic_shapes import (
     CLASS_NAMES,
     GENERATOR_VERSION,
@@ -13,6 +25,14 @@ from .synthetic_shapes import (
 )
 
 __all__ = [
+    "CheckedDatasetMapper",
+    "CutOut",
+    "CutOutTransform",
+    "DatasetMapperWithBoxes",
+    "MultiScaleKeepRatioResize",
+    "RandomCropKeepingBoxes",
+    "boxes_kept_by_crop",
+    "keep_ratio_size",
     "CLASS_NAMES",
     "GENERATOR_VERSION",
     "TRAIN_NAME",

@@ -1,0 +1,361 @@
+"""
+The VFNet-X training augmentations (vfnet.data.augmentations) and the mapper that gives them the
+boxes: sizes, offsets, scales and holes against the reference's documented sampling (computed
+here from its formulas with a separately seeded numpy generator), boxes shifted and clipped by
+hand, bounds over many draws, and the VFNet-X data config. Runs in about a second.
+"""
+
+import os
+import sys
+import tempfile
+import unittest
+
+import cv2
+import numpy as np
+
+try:
+    import vfnet  # noqa: F401
+except ImportError:  # source checkout without `make install`
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
+
+import detectron2.data.transforms as T
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.structures import BoxMode
+
+from vfnet.data import (
+    CutOut,
+    CutOutTransform,
+    DatasetMapperWithBoxes,
+    MultiScaleKeepRatioResize,
+    RandomCropKeepingBoxes,
+    boxes_kept_by_crop,
+    keep_ratio_size,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VFNETX_DATA = os.path.join(REPO, "configs", "common", "data", "coco_vfnetx.py")
+HOLE_SIZES = [(4, 4), (4, 8), (8, 4), (8, 8), (16, 8), (8, 16), (16, 16), (16, 32), (32, 16), (32, 32), (32, 48), (48, 32), (48, 48)]  # fmt: skip
+
+
+def _apply(aug, image, boxes=None):
+    aug_input = T.AugInput(image, boxes=boxes)
+    tfm = aug(aug_input)
+    return tfm, aug_input
+
+
+class RandomCropKeepingBoxesTest(unittest.TestCase):
+    H, W = 100, 200
+    WHOLE = np.array([[0, 0, 200, 100]], dtype=np.float32)  # kept by every crop
+
+    def test_sizes_and_offsets_follow_the_reference_formulas(self):
+        image = np.zeros((self.H, self.W, 3), np.uint8)
+        aug = RandomCropKeepingBoxes("relative_range", (0.75, 0.75), prob=0.5)
+        crops = 0
+        for seed in range(200):
+            np.random.seed(seed)
+            tfm = aug.get_transform(image, self.WHOLE)
+            # the reference: u < p crops; r ~ 0.75 + U[0, 1) * 0.25 per side (h, w);
+            # size int(H * r + 0.5); offsets randint(0, margin + 1), h first
+            rs = np.random.RandomState(seed)
+            if not rs.random_sample() < 0.5:
+                self.assertIsInstance(tfm, T.NoOpTransform)
+                continue
+            crops += 1
+            r_h, r_w = 0.75 + rs.rand(2) * 0.25
+            crop_h, crop_w = int(self.H * r_h + 0.5), int(self.W * r_w + 0.5)
+            y0 = rs.randint(0, self.H - crop_h + 1)
+            x0 = rs.randint(0, self.W - crop_w + 1)
+            self.assertIsInstance(tfm, T.CropTransform)
+            self.assertEqual((tfm.x0, tfm.y0, tfm.w, tfm.h), (x0, y0, crop_w, crop_h))
+            self.assertTrue(75 <= tfm.h <= 100 and 150 <= tfm.w <= 200)
+            self.assertTrue(0 <= tfm.y0 <= self.H - tfm.h and 0 <= tfm.x0 <= self.W - tfm.w)
+        self.assertTrue(70 < crops < 130, crops)  # p = 0.5 over 200 draws
+
+    def test_probability(self):
+        image = np.zeros((self.H, self.W, 3), np.uint8)
+        np.random.seed(0)
+        for prob, lo, hi in ((0.0, 0, 0), (1.0, 1000, 1000), (0.3, 250, 350)):
+            aug = RandomCropKeepingBoxes(prob=prob)
+            n = sum(isinstance(aug.get_transform(image, self.WHOLE), T.CropTransform) for _ in range(1000))
+            self.assertTrue(lo <= n <= hi, (prob, n))
+
+    def test_crop_keeps_a_box_or_is_redrawn_then_skipped(self):
+        image = np.zeros((self.H, self.W, 3), np.uint8)
+        corner = np.array([[0, 0, 6, 6]], dtype=np.float32)  # lost by most 0.75-1.0 crops
+        aug = RandomCropKeepingBoxes(prob=1.0, max_attempts=10)
+        outcomes = {"crop": 0, "none": 0}
+        for seed in range(200):
+            np.random.seed(seed)
+            tfm = aug.get_transform(image, corner)
+            # by hand: crops drawn in turn until one has x0 < 6 and y0 < 6, at most 10
+            rs = np.random.RandomState(seed)
+            rs.random_sample()
+            expected = None
+            for _ in range(10):
+                r_h, r_w = 0.75 + rs.rand(2) * 0.25
+                crop_h, crop_w = int(self.H * r_h + 0.5), int(self.W * r_w + 0.5)
+                y0, x0 = rs.randint(0, self.H - crop_h + 1), rs.randint(0, self.W - crop_w + 1)
+                if x0 < 6 and y0 < 6:
+                    expected = (x0, y0, crop_w, crop_h)
+                    break
+            if expected is None:
+                self.assertIsInstance(tfm, T.NoOpTransform)
+                outcomes["none"] += 1
+            else:
+                self.assertEqual((tfm.x0, tfm.y0, tfm.w, tfm.h), expected)
+                outcomes["crop"] += 1
+        self.assertTrue(outcomes["crop"] > 20 and outcomes["none"] > 20, outcomes)  # both branches seen
+        # a box no crop can keep (zero width), and no box at all: never cropped
+        self.assertIsInstance(aug.get_transform(image, np.array([[50, 10, 50, 90]], np.float32)), T.NoOpTransform)
+        self.assertIsInstance(aug.get_transform(image, np.zeros((0, 4), np.float32)), T.NoOpTransform)
+
+    def test_boxes_kept_by_crop(self):
+        crop = T.CropTransform(10, 20, 50, 40)
+        boxes = np.array(
+            [[0, 0, 30, 30], [100, 100, 120, 120], [60, 10, 80, 70], [15, 25, 35, 45], [0, 0, 10, 100]], np.float32
+        )
+        self.assertEqual(boxes_kept_by_crop(boxes, crop).tolist(), [True, False, False, True, False])
+
+    def test_needs_boxes(self):
+        aug = RandomCropKeepingBoxes(prob=1.0)
+        with self.assertRaisesRegex(ValueError, "DatasetMapperWithBoxes"):
+            _apply(aug, np.zeros((8, 8, 3), np.uint8))
+        with self.assertRaisesRegex(ValueError, r"\(N, 4\)"):
+            aug.get_transform(np.zeros((8, 8, 3), np.uint8), np.zeros((3,)))
+        with self.assertRaisesRegex(ValueError, "probability"):
+            RandomCropKeepingBoxes(prob=1.5)
+
+
+class MapperTest(unittest.TestCase):
+    """Boxes through DatasetMapperWithBoxes (Detectron2's DatasetMapper annotation path)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.file = os.path.join(self.tmp.name, "a.png")
+        cv2.imwrite(self.file, np.full((100, 200, 3), 255, np.uint8))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def record(self, boxes, crowd=()):
+        anns = [
+            {"bbox": list(b), "bbox_mode": BoxMode.XYXY_ABS, "category_id": i, "iscrowd": int(i in crowd)}
+            for i, b in enumerate(boxes)
+        ]
+        return {"file_name": self.file, "height": 100, "width": 200, "annotations": anns}
+
+    def test_fixed_crop_shifts_clips_and_drops_boxes(self):
+        mapper = DatasetMapperWithBoxes(
+            is_train=True, augmentations=[T.CropTransform(10, 20, 50, 40)], image_format="RGB"
+        )
+        boxes = [
+            [0, 0, 30, 30],  # partly inside: (-10, -20, 20, 10) -> clipped (0, 0, 20, 10)
+            [100, 100, 120, 120],  # outside: dropped
+            [60, 10, 80, 70],  # touches the right edge only: width 0 after clipping, dropped
+            [15, 25, 35, 45],  # inside: (5, 5, 25, 25)
+            [12, 22, 20, 30],  # a crowd box: dropped as Detectron2 drops crowds
+            [55.5, 30, 70, 50.25],  # (45.5, 10, 60, 30.25) -> (45.5, 10, 50, 30.25)
+        ]
+        out = mapper(self.record(boxes, crowd=(4,)))
+        self.assertEqual(tuple(out["image"].shape), (3, 40, 50))
+        inst = out["instances"]
+        self.assertEqual(inst.gt_classes.tolist(), [0, 3, 5])
+        np.testing.assert_allclose(
+            inst.gt_boxes.tensor.numpy(), [[0, 0, 20, 10], [5, 5, 25, 25], [45.5, 10, 50, 30.25]], rtol=0, atol=1e-5
+        )
+
+    def test_random_crop_sees_the_boxes(self):
+        crop = RandomCropKeepingBoxes(prob=1.0)
+        mapper = DatasetMapperWithBoxes(is_train=True, augmentations=[crop], image_format="RGB")
+        np.random.seed(0)
+        for _ in range(20):
+            out = mapper(self.record([[0, 0, 6, 6]]))
+            self.assertEqual(len(out["instances"]), 1)  # the crop always keeps the corner box
+            h, w = out["image"].shape[1:]
+            self.assertTrue(75 <= h <= 100 and 150 <= w <= 200)
+        # Detectron2's own DatasetMapper gives the augmentations no boxes: a clear error
+        plain = DatasetMapper(is_train=True, augmentations=[crop], image_format="RGB")
+        with self.assertRaisesRegex(ValueError, "DatasetMapperWithBoxes"):
+            plain(self.record([[0, 0, 6, 6]]))
+
+    def test_test_mode_and_errors_name_the_file(self):
+        mapper = DatasetMapperWithBoxes(
+            is_train=False, augmentations=[T.ResizeShortestEdge(50, 100)], image_format="RGB"
+        )
+        out = mapper(self.record([[0, 0, 6, 6]]))
+        self.assertEqual(tuple(out["image"].shape), (3, 50, 100))
+        self.assertNotIn("instances", out)
+        bad = dict(self.record([]), file_name=os.path.join(self.tmp.name, "missing.png"))
+        with self.assertRaisesRegex(RuntimeError, "missing.png"):
+            mapper(bad)
+
+
+class MultiScaleKeepRatioResizeTest(unittest.TestCase):
+    def test_keep_ratio_size_by_hand(self):
+        # 480x640 at 1333x800: s = min(1333/640, 800/480) = 5/3 -> (800, int(1066.67 + 0.5))
+        self.assertEqual(keep_ratio_size(480, 640, (1333, 800)), (800, 1067))
+        # long edge bound: 300x1000 at (1333, 800): s = min(1.333, 2.667) -> (int(399.9 + .5), 1333)
+        self.assertEqual(keep_ratio_size(300, 1000, (1333, 800)), (400, 1333))
+        # a sampled "short" edge larger than the long one is used as the long bound, as mmcv does:
+        # 1000x500 at (800, 1300): s = min(1300/1000, 800/500) = 1.3 -> (1300, 650)
+        self.assertEqual(keep_ratio_size(1000, 500, (800, 1300)), (1300, 650))
+        self.assertEqual(keep_ratio_size(1000, 500, (1300, 800)), (1300, 650))
+        # rounding: 3x7 at (10, 10): s = 10/7 -> (int(4.2857 + .5), int(10.0 + .5)) = (4, 10)
+        self.assertEqual(keep_ratio_size(3, 7, (10, 10)), (4, 10))
+
+    def test_range_mode_matches_a_hand_computation_and_stays_in_range(self):
+        aug = MultiScaleKeepRatioResize([(750, 500), (2100, 1400)], "range")
+        image = np.zeros((480, 640, 3), np.uint8)
+        longs, shorts = [], []
+        for seed in range(300):
+            np.random.seed(seed)
+            tfm = aug.get_transform(image)
+            rs = np.random.RandomState(seed)
+            long_edge, short_edge = rs.randint(750, 2101), rs.randint(500, 1401)
+            longs.append(long_edge)
+            shorts.append(short_edge)
+            bound_long, bound_short = max(long_edge, short_edge), min(long_edge, short_edge)
+            s = min(bound_long / 640, bound_short / 480)
+            self.assertEqual((tfm.new_h, tfm.new_w), (int(480 * s + 0.5), int(640 * s + 0.5)))
+            self.assertEqual((tfm.h, tfm.w), (480, 640))
+            self.assertLessEqual(tfm.new_w, 2100)
+            self.assertLessEqual(tfm.new_h, 1400)
+            # the smallest bounds (750, 500) give s = min(750/640, 500/480) = 500/480
+            self.assertTrue(tfm.new_h >= 500 and tfm.new_w >= 667, (tfm.new_h, tfm.new_w))
+            self.assertLess(abs(tfm.new_w / tfm.new_h - 640 / 480), 0.01)
+        self.assertTrue(min(longs) < 800 and max(longs) > 2050 and min(shorts) < 550 and max(shorts) > 1350)
+
+    def test_value_mode_single_scale_and_image(self):
+        np.random.seed(0)
+        aug = MultiScaleKeepRatioResize([(1333, 640), (1333, 800)], "value")
+        seen = {aug.sample_scale() for _ in range(50)}
+        self.assertEqual(seen, {(1333, 640), (1333, 800)})
+        single = MultiScaleKeepRatioResize([(1333, 800)])
+        self.assertEqual({single.sample_scale() for _ in range(5)}, {(1333, 800)})
+        tfm, out = _apply(single, np.zeros((480, 640, 3), np.uint8), np.array([[64, 48, 128, 96]], np.float32))
+        self.assertEqual(out.image.shape, (800, 1067, 3))
+        np.testing.assert_allclose(out.boxes, [[64 * 1067 / 640, 80, 128 * 1067 / 640, 160]], rtol=1e-5)
+
+    def test_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "multiscale_mode"):
+            MultiScaleKeepRatioResize([(1, 2)], "ratio")
+        with self.assertRaisesRegex(ValueError, "two"):
+            MultiScaleKeepRatioResize([(1, 2), (3, 4), (5, 6)], "range")
+        with self.assertRaisesRegex(ValueError, "scales"):
+            MultiScaleKeepRatioResize([(1333,)])
+        with self.assertRaisesRegex(ValueError, "scales"):
+            MultiScaleKeepRatioResize([(1333, 0)])
+
+
+class CutOutTest(unittest.TestCase):
+    H, W = 60, 90
+
+    def test_holes_follow_the_reference_formulas(self):
+        aug = CutOut(n_holes=(5, 10), hole_sizes=HOLE_SIZES, prob=1.0)
+        image = np.full((self.H, self.W, 3), 255, np.uint8)
+        counts = set()
+        for seed in range(100):
+            np.random.seed(seed)
+            tfm, out = _apply(aug, image)
+            self.assertIsInstance(tfm, CutOutTransform)
+            # the reference: u < p; n = randint(5, 11); per hole x1 = randint(0, W),
+            # y1 = randint(0, H), shape = candidates[randint(0, 13)], clipped at W, H
+            rs = np.random.RandomState(seed)
+            self.assertLess(rs.random_sample(), 1.0)
+            n = rs.randint(5, 11)
+            expected = []
+            for _ in range(n):
+                x1, y1 = rs.randint(0, self.W), rs.randint(0, self.H)
+                w, h = HOLE_SIZES[rs.randint(0, len(HOLE_SIZES))]
+                expected.append([x1, y1, min(x1 + w, self.W), min(y1 + h, self.H)])
+            self.assertEqual(tfm.holes.tolist(), expected)
+            counts.add(len(tfm.holes))
+            mask = np.zeros((self.H, self.W), bool)
+            for x1, y1, x2, y2 in expected:
+                w, h = x2 - x1, y2 - y1
+                self.assertTrue(
+                    (w, h) in HOLE_SIZES
+                    or any(min(cw, self.W - x1) == w and min(ch, self.H - y1) == h for cw, ch in HOLE_SIZES)
+                )
+                mask[y1:y2, x1:x2] = True
+            self.assertTrue((out.image[mask] == 0).all())
+            self.assertTrue((out.image[~mask] == 255).all())  # untouched outside the holes
+            self.assertTrue((image == 255).all())  # the input array is not modified
+        self.assertTrue(counts <= set(range(5, 11)) and len(counts) >= 5, counts)
+
+    def test_probability_and_boxes(self):
+        image = np.full((self.H, self.W, 3), 7, np.uint8)
+        boxes = np.array([[1, 2, 30, 40]], np.float32)
+        np.random.seed(0)
+        never = CutOut(n_holes=(5, 10), hole_sizes=HOLE_SIZES, prob=0.0)
+        for _ in range(100):
+            tfm, out = _apply(never, image, boxes)
+            self.assertIsInstance(tfm, T.NoOpTransform)
+            self.assertTrue((out.image == 7).all())
+        half = CutOut(n_holes=(5, 10), hole_sizes=HOLE_SIZES, prob=0.5)
+        applied = sum(isinstance(half.get_transform(image), CutOutTransform) for _ in range(1000))
+        self.assertTrue(430 <= applied <= 570, applied)
+        tfm, out = _apply(CutOut(n_holes=3, hole_sizes=[(5, 5)], prob=1.0), image, boxes)
+        np.testing.assert_array_equal(out.boxes, boxes)
+        self.assertEqual(len(tfm.holes), 3)
+
+    def test_fill_value_per_channel_and_errors(self):
+        tfm = CutOutTransform(np.array([[1, 2, 4, 3]]), fill_value=(10, 20, 30))
+        out = tfm.apply_image(np.zeros((5, 6, 3), np.uint8))
+        np.testing.assert_array_equal(out[2, 1:4], [[10, 20, 30]] * 3)
+        self.assertEqual(int(out.sum()), 3 * 60)
+        with self.assertRaisesRegex(ValueError, "channels"):
+            tfm.apply_image(np.zeros((5, 6), np.uint8))
+        with self.assertRaisesRegex(ValueError, "n_holes"):
+            CutOut(n_holes=(10, 5), hole_sizes=HOLE_SIZES)
+        with self.assertRaisesRegex(ValueError, "hole_sizes"):
+            CutOut(n_holes=5, hole_sizes=[(4, -4)])
+        with self.assertRaisesRegex(ValueError, "holes"):
+            CutOutTransform(np.zeros((2, 3)))
+
+
+class VFNetXDataConfigTest(unittest.TestCase):
+    def test_pipeline(self):
+        cfg = LazyConfig.load(VFNETX_DATA)
+        self.assertEqual(cfg.dataloader.train.total_batch_size, 16)
+        self.assertEqual(cfg.dataloader.train.dataset.names, "coco_2017_train")
+        mapper = instantiate(cfg.dataloader.train.mapper)
+        self.assertIsInstance(mapper, DatasetMapperWithBoxes)
+        self.assertEqual(mapper.image_format, "RGB")
+        crop, resize, cutout, flip = mapper.augmentations.augs
+        self.assertEqual((crop.crop_type, list(crop.crop_size), crop.prob), ("relative_range", [0.75, 0.75], 0.5))
+        self.assertEqual((resize.scales, resize.multiscale_mode), (((750, 500), (2100, 1400)), "range"))
+        self.assertEqual(
+            (cutout.n_holes, list(cutout.hole_sizes), cutout.prob, cutout.fill_value), ((5, 10), HOLE_SIZES, 0.5, 0)
+        )
+        self.assertIsInstance(flip, T.RandomFlip)
+        self.assertEqual((flip.prob, flip.horizontal), (0.5, True))
+        test = instantiate(cfg.dataloader.test.mapper)
+        (resize,) = test.augmentations.augs
+        self.assertEqual((resize.short_edge_length, resize.max_size), ((800, 800), 1333))
+
+        # the whole pipeline on one image: sizes in the allowed range, boxes inside the image.
+        # After a crop (at least 225x300), s >= min(750 / long, 500 / short), so the short side
+        # is at least min(750 * 225 / 400, 500) = 421.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "a.png")
+            cv2.imwrite(path, np.full((300, 400, 3), 200, np.uint8))
+            record = {
+                "file_name": path,
+                "height": 300,
+                "width": 400,
+                "annotations": [{"bbox": [50, 60, 250, 200], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1}],
+            }
+            np.random.seed(0)
+            for _ in range(10):
+                out = mapper(record)
+                h, w = out["image"].shape[1:]
+                self.assertTrue(max(h, w) <= 2100 and min(h, w) <= 1400 and min(h, w) >= 421, (h, w))
+                boxes = out["instances"].gt_boxes.tensor
+                self.assertEqual(len(boxes), 1)
+                self.assertTrue(bool((boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all() and (boxes >= 0).all()))
+
+
+if __name__ == "__main__":
+    unittest.main()
