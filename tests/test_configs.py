@@ -26,13 +26,15 @@ from detectron2.data import DatasetMapper
 from detectron2.data.detection_utils import build_augmentation
 from detectron2.engine import DefaultPredictor
 from detectron2.layers import FrozenBatchNorm2d
-from detectron2.modeling import META_ARCH_REGISTRY, build_model
+from detectron2.modeling import FPN, META_ARCH_REGISTRY, build_model
 from detectron2.solver import LRMultiplier, build_lr_scheduler
 from fvcore.common.param_scheduler import ParamScheduler
 
 from vfnet import ATSSAssigner, VFNet, add_vfnet_config
+from vfnet.data import CutOut, DatasetMapperWithBoxes, MultiScaleKeepRatioResize, RandomCropKeepingBoxes, build_train_augmentations
 from vfnet.engine import Trainer
 from vfnet.layers import FrozenStatsBatchNorm2d, ModulatedDeformConv2d
+from vfnet.pafpnx import PAFPNX
 from vfnet.res2net import Bottle2neckBlock, Res2NetStem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,8 +49,9 @@ PIXEL_STD = [58.395, 57.12, 57.375]
 # One COCO train2017 epoch (117,266 images) at 16 images per iteration, as MMDetection counts it
 ITERS_PER_EPOCH = -(-117266 // 16)
 ITERS_1X = 12 * ITERS_PER_EPOCH
-# (first decay, second decay) of the reference's schedules: after epochs 8 and 11 of 12, 16 and 22 of 24
-MILESTONES = {1: (8 * ITERS_PER_EPOCH, 11 * ITERS_PER_EPOCH), 2: (16 * ITERS_PER_EPOCH, 22 * ITERS_PER_EPOCH)}
+# epochs -> the epochs after which the lr is divided by 10 (1x, 2x, VFNet-X's 41)
+DECAY_EPOCHS = {12: (8, 11), 24: (16, 22), 41: (36, 40)}
+MILESTONES = {e: tuple(d * ITERS_PER_EPOCH for d in decays) for e, decays in DECAY_EPOCHS.items()}
 
 _NAME_RE = re.compile(
     r"vfnet_(?P<kind>R2|R|X)_(?P<depth>\d+)(?:_(?P<groups>\d+)x(?P<width>\d+)d)?_FPN"
@@ -70,22 +73,34 @@ ZOO = {
     "vfnet_X_101_64x4d_FPN_MDCONV_c3-c5_MS_2x": ("50.4", "50.8"),
     "vfnet_R2_101_FPN_MS_2x": ("49.2", "49.3"),
     "vfnet_R2_101_FPN_MDCONV_c3-c5_MS_2x": ("51.1", "51.3"),
+    # VFNet-X (41 epochs + 18 of SWA), tested at 1333x800 and at 1800x1200
+    "vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e": ("53.4", "53.7"),
+    "vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e_test_1800x1200": ("54.5", "55.1"),
 }
 
 
 def parse_name(path):
-    """What a model zoo file name promises: backbone, depth, groups, width per group, DCN, MS train, schedule."""
-    m = _NAME_RE.match(os.path.basename(path))
+    """What a model zoo file name promises: backbone, depth, groups, width per group, DCN, MS train,
+    epochs (and, for VFNet-X, its neck, head, test size)."""
+    name = os.path.basename(path)
+    if name.startswith("vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e"):
+        return dict(
+            vfnetx=True, res2net=True, depth=101, groups=1, width=26, dcn=True, ms=True, epochs=41,
+            test_size=(1200, 1800) if "_test_1800x1200" in name else (800, 1333),
+        )
+    m = _NAME_RE.match(name)
     if m is None:
         return None
     return dict(
+        vfnetx=False,
         res2net=m["kind"] == "R2",
         depth=int(m["depth"]),
         groups=int(m["groups"] or 1),
         width=int(m["width"] or 64),
         dcn=bool(m["dcn"]),
         ms=bool(m["ms"]),
-        num_x=int(m["num_x"]),
+        epochs=12 * int(m["num_x"]),
+        test_size=(800, 1333),
     )
 
 
@@ -177,6 +192,8 @@ def vfnet_params(expect):
         bottom_up = res2net_params(expect["depth"], dcn=expect["dcn"])
     else:
         bottom_up = resnet_params(expect["depth"], expect["groups"], expect["width"], bn=True, dcn=expect["dcn"])
+    if expect["vfnetx"]:
+        return bottom_up + pafpnx_params(c=384) + head_params(c=384, num_convs=4, dcn_last=True)
     return bottom_up + fpn_params() + head_params(dcn_last=expect["dcn"])
 
 
@@ -325,10 +342,13 @@ class LazyConfigModelTest(unittest.TestCase):
         shapes = model.backbone.output_shape()
         self.assertEqual(model.head_in_features, ["p3", "p4", "p5", "p6", "p7"])
         self.assertEqual([shapes[f].stride for f in model.head_in_features], [8, 16, 32, 64, 128])
-        self.assertEqual({shapes[f].channels for f in model.head_in_features}, {256})
+        channels = 384 if expect["vfnetx"] else 256
+        self.assertEqual({shapes[f].channels for f in model.head_in_features}, {channels})
+        self.assertIsInstance(model.backbone, PAFPNX if expect["vfnetx"] else FPN)
+        self.assertEqual(model.head.cls_subnet[0].out_channels, channels)
         self.assertEqual(model.head.strides, [8, 16, 32, 64, 128])
         self.assertEqual(model.head.cls_score.out_channels, 80)
-        self.assertEqual(len(model.head.cls_subnet), 3)
+        self.assertEqual(len(model.head.cls_subnet), 4 if expect["vfnetx"] else 3)
         for tower in (model.head.cls_subnet, model.head.bbox_subnet):
             self.assertEqual(isinstance(tower[-1], ModulatedDeformConv2d), expect["dcn"])
             self.assertFalse(any(isinstance(conv, ModulatedDeformConv2d) for conv in tower[:-1]))
@@ -338,7 +358,9 @@ class LazyConfigModelTest(unittest.TestCase):
         self.assertIsInstance(model.assigner, ATSSAssigner)
         self.assertEqual(model.assigner.topk, 9)
         self.assertEqual(model.input_format, "RGB")
-        self.assertEqual((model.test_nms_type, model.test_nms_thresh), ("nms", 0.6))
+        self.assertEqual(
+            (model.test_nms_type, model.test_nms_thresh), ("soft_nms", 0.65) if expect["vfnetx"] else ("nms", 0.6)
+        )
         self.assertEqual(num_params(model), vfnet_params(expect))
         stem_res2 = num_params(bottom_up.stem) + num_params(bottom_up.res2)
         self.assertEqual(num_params(model, trainable_only=True), num_params(model) - stem_res2)
@@ -507,14 +529,14 @@ class ScheduleConfigTest(unittest.TestCase):
             with self.subTest(config=os.path.basename(path)):
                 cfg = load_lazy(path)
                 max_iter = cfg.train.max_iter
-                self.assertEqual(max_iter, expect["num_x"] * ITERS_1X)
+                self.assertEqual(max_iter, expect["epochs"] * ITERS_PER_EPOCH)
                 sched = instantiate(cfg.lr_multiplier)
                 self.assertIsInstance(sched, ParamScheduler)
 
                 def at(it):
                     return sched(it / max_iter)
 
-                first, second = MILESTONES[expect["num_x"]]
+                first, second = MILESTONES[expect["epochs"]]
                 self.assertAlmostEqual(at(0), 0.1)
                 self.assertAlmostEqual(at(250), 0.55)
                 self.assertAlmostEqual(at(500), 1.0)
@@ -532,7 +554,7 @@ class ScheduleConfigTest(unittest.TestCase):
         # the figures the README and the configs state
         self.assertEqual(ITERS_PER_EPOCH, 7330)
         self.assertEqual((ITERS_1X, 2 * ITERS_1X), (87_960, 175_920))
-        self.assertEqual(MILESTONES, {1: (58_640, 80_630), 2: (117_280, 161_260)})
+        self.assertEqual(MILESTONES, {12: (58_640, 80_630), 24: (117_280, 161_260), 41: (263_880, 293_200)})
 
     def test_warmup_through_lr_multiplier_matches_yaml(self):
         for name in ("vfnet_R_50_FPN_1x", "vfnet_R_50_FPN_MS_2x"):
@@ -567,23 +589,53 @@ class DataConfigTest(unittest.TestCase):
                 self.assertIsInstance(train, DatasetMapper)
                 self.assertTrue(train.is_train)
                 self.assertEqual(train.image_format, "RGB")
-                resize, flip = train.augmentations.augs
-                self.assertIsInstance(resize, T.ResizeShortestEdge)
-                self.assertIsInstance(flip, T.RandomFlip)
-                self.assertEqual((flip.horizontal, flip.prob), (True, 0.5))
-                self.assertEqual(resize.max_size, 1333)
-                if expect is not None and expect["ms"]:
-                    self.assertEqual(tuple(resize.short_edge_length), (480, 960))
-                    self.assertEqual(resize.sample_style, "range")
+                if expect["vfnetx"]:
+                    self.check_vfnetx_augmentations(train)
                 else:
-                    self.assertEqual(tuple(resize.short_edge_length), (800, 800))
+                    resize, flip = train.augmentations.augs
+                    self.assertIsInstance(resize, T.ResizeShortestEdge)
+                    self.assertIsInstance(flip, T.RandomFlip)
+                    self.assertEqual((flip.horizontal, flip.prob), (True, 0.5))
+                    self.assertEqual(resize.max_size, 1333)
+                    if expect["ms"]:
+                        self.assertEqual(tuple(resize.short_edge_length), (480, 960))
+                        self.assertEqual(resize.sample_style, "range")
+                    else:
+                        self.assertEqual(tuple(resize.short_edge_length), (800, 800))
 
                 test = instantiate(dl.test.mapper)
                 self.assertFalse(test.is_train)
                 self.assertEqual(test.image_format, "RGB")
                 (test_resize,) = test.augmentations.augs
-                self.assertEqual(tuple(test_resize.short_edge_length), (800, 800))
-                self.assertEqual(test_resize.max_size, 1333)
+                short, long = expect["test_size"]
+                self.assertEqual(tuple(test_resize.short_edge_length), (short, short))
+                self.assertEqual(test_resize.max_size, long)
+
+    def check_vfnetx_augmentations(self, mapper):
+        """The reference's VFNet-X pipeline: crop (relative 0.75, p 0.5) -> range resize 750x500 to
+        2100x1400 -> CutOut (5-10 holes of 13 shapes, p 0.5) -> horizontal flip; boxes go to the crop."""
+        self.assertIsInstance(mapper, DatasetMapperWithBoxes)
+        crop, resize, cutout, flip = mapper.augmentations.augs
+        self.assertIsInstance(crop, RandomCropKeepingBoxes)
+        self.assertEqual((crop.crop_type, tuple(crop.crop_size), crop.prob), ("relative_range", (0.75, 0.75), 0.5))
+        self.assertIsInstance(resize, MultiScaleKeepRatioResize)
+        self.assertEqual((resize.scales, resize.multiscale_mode), (((750, 500), (2100, 1400)), "range"))
+        self.assertIsInstance(cutout, CutOut)
+        self.assertEqual((tuple(cutout.n_holes), cutout.prob, cutout.fill_value), ((5, 10), 0.5, 0))
+        sizes = [tuple(h) for h in cutout.hole_sizes]
+        self.assertEqual(len(sizes), 13)
+        self.assertEqual((min(sizes), max(sizes)), ((4, 4), (48, 48)))
+        self.assertIsInstance(flip, T.RandomFlip)
+        self.assertEqual((flip.horizontal, flip.prob), (True, 0.5))
+
+    def test_yaml_vfnetx_augmentations_match_lazy(self):
+        for name in ("vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e", "vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e_test_1800x1200"):
+            with self.subTest(config=name):
+                cfg = load_yaml(os.path.join(CONFIG_DIR, name + ".yaml"))
+                yaml_augs = build_train_augmentations(cfg)
+                lazy = instantiate(load_lazy(os.path.join(CONFIG_DIR, name + ".py")).dataloader.train.mapper)
+                self.assertEqual([_aug_params(a) for a in yaml_augs], [_aug_params(a) for a in lazy.augmentations.augs])
+                self.assertTrue(cfg.INPUT.CROP.ENABLED)  # vfnet.engine.Trainer then maps with DatasetMapperWithBoxes
 
     def test_resize_output_sizes(self):
         image = np.zeros((480, 640, 3), dtype=np.uint8)
@@ -608,17 +660,22 @@ class DataConfigTest(unittest.TestCase):
         for path in YAML_CONFIGS:
             with self.subTest(config=os.path.basename(path)):
                 cfg = load_yaml(path)
+                expect = parse_name(path)
                 self.assertEqual(cfg.INPUT.FORMAT, "RGB")
                 lazy = load_lazy(twin(path, ".py")).dataloader
+                self.assertEqual(cfg.SOLVER.IMS_PER_BATCH, lazy.train.total_batch_size)
+                short, long = expect["test_size"]
+                (test_resize,) = build_augmentation(cfg, is_train=False)
+                self.assertEqual(resize_sizes(test_resize), ("choice", {short}))
+                self.assertEqual(test_resize.max_size, long)
+                if expect["vfnetx"]:
+                    continue  # test_yaml_vfnetx_augmentations_match_lazy
+                # what vfnet.engine.Trainer trains with
+                resize, flip = build_train_augmentations(cfg)
                 lazy_resize = lazy.train.mapper.augmentations[0]
-                resize, flip = build_augmentation(cfg, is_train=True)
                 self.assertEqual(resize_sizes(resize), resize_sizes(instantiate(lazy_resize)))
                 self.assertEqual(resize.max_size, lazy_resize.max_size)
                 self.assertIsInstance(flip, T.RandomFlip)
-                (test_resize,) = build_augmentation(cfg, is_train=False)
-                self.assertEqual(resize_sizes(test_resize), ("choice", {800}))
-                self.assertEqual(test_resize.max_size, 1333)
-                self.assertEqual(cfg.SOLVER.IMS_PER_BATCH, lazy.train.total_batch_size)
 
 
 class YamlConfigTest(unittest.TestCase):
@@ -670,14 +727,14 @@ class YamlConfigTest(unittest.TestCase):
                 self.assertEqual((s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS), (2.0, 0.0))
                 self.assertEqual(s.MAX_ITER, lazy.train.max_iter)
                 self.assertEqual((s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD), (0.1, 500, "linear"))
-                self.assertEqual(tuple(s.STEPS), MILESTONES[s.MAX_ITER // ITERS_1X])
+                self.assertEqual(tuple(s.STEPS), MILESTONES[s.MAX_ITER // ITERS_PER_EPOCH])
                 self.assertEqual(s.CHECKPOINT_PERIOD, lazy.train.checkpointer.period)
                 self.assertEqual(cfg.TEST.EVAL_PERIOD, lazy.train.eval_period)
                 self.assertEqual(s.PARAM_RULES, "mmdet")
                 self.assertEqual(cfg.MODEL.WEIGHTS, lazy.train.init_checkpoint)
                 expect = parse_name(path)
                 if expect is not None:
-                    self.assertEqual(s.MAX_ITER, expect["num_x"] * ITERS_1X)
+                    self.assertEqual(s.MAX_ITER, expect["epochs"] * ITERS_PER_EPOCH)
 
     def test_base_yaml_builds(self):
         model = build_model(load_yaml(os.path.join(CONFIG_DIR, "Base-VFNet.yaml")))
@@ -685,9 +742,14 @@ class YamlConfigTest(unittest.TestCase):
         self.assertEqual(num_params(model), vfnet_params(parse_name("vfnet_R_50_FPN_1x")))
 
     def test_twins_give_the_same_detections(self):
-        # one row of each family: ResNet, ResNet with DCNv2, Res2Net with DCNv2
-        image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-        for name in ("vfnet_R_50_FPN_1x", "vfnet_R_50_FPN_MDCONV_c3-c5_MS_2x", "vfnet_R2_101_FPN_MDCONV_c3-c5_MS_2x"):
+        # one row of each family: ResNet, ResNet with DCNv2, Res2Net with DCNv2, VFNet-X (PAFPN-X, Soft-NMS)
+        image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        for name in (
+            "vfnet_R_50_FPN_1x",
+            "vfnet_R_50_FPN_MDCONV_c3-c5_MS_2x",
+            "vfnet_R2_101_FPN_MDCONV_c3-c5_MS_2x",
+            "vfnetx_R2_101_PAFPNX_MDCONV_c3-c5_MS_59e",
+        ):
             with self.subTest(config=name):
                 torch.manual_seed(0)
                 lazy_model = instantiate(load_lazy(os.path.join(CONFIG_DIR, name + ".py")).model).eval()
@@ -713,6 +775,18 @@ class YamlConfigTest(unittest.TestCase):
         instances = predictor(bgr)["instances"]
         self.assertEqual(instances.image_size, (240, 300))
         self.assertEqual(len(instances), 100)
+
+
+_AUG_ATTRS = ("crop_type", "crop_size", "prob", "max_attempts", "scales", "multiscale_mode", "n_holes", "hole_sizes",
+              "fill_value", "horizontal", "vertical")
+
+
+def _aug_params(aug):
+    """An augmentation's type and parameters, tuples and lists alike."""
+    def norm(v):
+        return tuple(norm(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return type(aug).__name__, {a: norm(getattr(aug, a)) for a in _AUG_ATTRS if hasattr(aug, a)}
 
 
 def _perturb_offsets(model):

@@ -17,6 +17,21 @@ def add_vfnet_config(cfg) -> None:
     # "detectron2" (Detectron2's get_default_optimizer_params).
     cfg.SOLVER.PARAM_RULES = "mmdet"
 
+    # Training augmentations beyond Detectron2's (vfnet.data.build_train_augmentations; VFNet-X):
+    # INPUT.CROP keeps a box (re-drawn otherwise) and applies with probability PROB;
+    # RESIZE_SCALES: (long, short) pairs of MMDetection's keep-ratio resize, replacing
+    # MIN/MAX_SIZE_TRAIN when given; CUTOUT: holes of HOLE_SIZES (w, h) pixels.
+    cfg.INPUT.CROP.PROB = 1.0
+    cfg.INPUT.RESIZE_SCALES = []
+    cfg.INPUT.RESIZE_SCALES_MODE = "range"
+    cfg.INPUT.CUTOUT = CN()
+    cfg.INPUT.CUTOUT.ENABLED = False
+    cfg.INPUT.CUTOUT.N_HOLES = [5, 10]
+    cfg.INPUT.CUTOUT.HOLE_SIZES = [[4, 4], [4, 8], [8, 4], [8, 8], [16, 8], [8, 16], [16, 16], [16, 32], [32, 16],
+                                   [32, 32], [32, 48], [48, 32], [48, 48]]
+    cfg.INPUT.CUTOUT.PROB = 0.5
+    cfg.INPUT.CUTOUT.FILL_VALUE = 0
+
     v = cfg.MODEL.VFNET = CN()
     v.NUM_CLASSES = 80
     v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]

@@ -25,7 +25,8 @@ from omegaconf import OmegaConf
 
 from .checkpoint import VFNetCheckpointer
 from .config import add_vfnet_config
-from .data.mapper import CheckedDatasetMapper
+from .data.augmentations import build_train_augmentations
+from .data.mapper import CheckedDatasetMapper, DatasetMapperWithBoxes
 from .data.validation import check_dataset_dicts
 from .lr_scheduler import CyclicCosineParamScheduler
 from .solver import build_optimizer
@@ -561,7 +562,10 @@ class Trainer(DefaultTrainer):
             min_keypoints=0,
             proposal_files=None,
         )
-        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True), dataset=dicts)
+        augmentations = build_train_augmentations(cfg)
+        mapper_class = DatasetMapperWithBoxes if cfg.INPUT.CROP.ENABLED else CheckedDatasetMapper
+        mapper = mapper_class(cfg, True, augmentations=augmentations)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -8,6 +8,7 @@ from .augmentations import (
     MultiScaleKeepRatioResize,
     RandomCropKeepingBoxes,
     boxes_kept_by_crop,
+    build_train_augmentations,
     keep_ratio_size,
 )
 from .mapper import CheckedDatasetMapper, DatasetMapperWithBoxes
@@ -32,6 +33,7 @@ __all__ = [
     "MultiScaleKeepRatioResize",
     "RandomCropKeepingBoxes",
     "boxes_kept_by_crop",
+    "build_train_augmentations",
     "keep_ratio_size",
     "CLASS_NAMES",
     "GENERATOR_VERSION",

@@ -21,6 +21,7 @@ from PIL import Image
 from detectron2.data import transforms as T
 
 __all__ = [
+    "build_train_augmentations",
     "RandomCropKeepingBoxes",
     "MultiScaleKeepRatioResize",
     "CutOut",
@@ -287,3 +288,30 @@ class CutOut(T.Augmentation):
             hole_w, hole_h = self.hole_sizes[np.random.randint(0, len(self.hole_sizes))]
             holes[i] = (x1, y1, min(x1 + hole_w, w), min(y1 + hole_h, h))
         return CutOutTransform(holes, self.fill_value)
+
+
+def build_train_augmentations(cfg) -> list:
+    """
+    The training augmentations of a yacs config, in the reference's order: Detectron2's
+    ``INPUT.CROP`` as :class:`RandomCropKeepingBoxes` (with ``INPUT.CROP.PROB``), then the resize
+    (:class:`MultiScaleKeepRatioResize` of ``INPUT.RESIZE_SCALES`` in ``INPUT.RESIZE_SCALES_MODE``
+    when given, else Detectron2's ``ResizeShortestEdge`` of ``INPUT.MIN_SIZE_TRAIN`` /
+    ``MAX_SIZE_TRAIN``), :class:`CutOut` (``INPUT.CUTOUT``), then ``INPUT.RANDOM_FLIP``. With a
+    crop, map the data with :class:`vfnet.data.DatasetMapperWithBoxes`.
+    """
+    i = cfg.INPUT
+    augs = []
+    if i.CROP.ENABLED:
+        augs.append(RandomCropKeepingBoxes(i.CROP.TYPE, tuple(i.CROP.SIZE), prob=i.CROP.PROB))
+    if i.RESIZE_SCALES:
+        augs.append(MultiScaleKeepRatioResize([tuple(s) for s in i.RESIZE_SCALES], i.RESIZE_SCALES_MODE))
+    else:
+        augs.append(T.ResizeShortestEdge(i.MIN_SIZE_TRAIN, i.MAX_SIZE_TRAIN, i.MIN_SIZE_TRAIN_SAMPLING))
+    if i.CUTOUT.ENABLED:
+        augs.append(
+            CutOut(tuple(i.CUTOUT.N_HOLES), [tuple(s) for s in i.CUTOUT.HOLE_SIZES], prob=i.CUTOUT.PROB,
+                   fill_value=i.CUTOUT.FILL_VALUE)
+        )
+    if i.RANDOM_FLIP != "none":
+        augs.append(T.RandomFlip(horizontal=i.RANDOM_FLIP == "horizontal", vertical=i.RANDOM_FLIP == "vertical"))
+    return augs
