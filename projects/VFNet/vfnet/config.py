@@ -5,7 +5,12 @@ __all__ = ["add_vfnet_config"]
 
 
 def add_vfnet_config(cfg) -> None:
-    """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place."""
+    """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place;
+    also the keys of the VFL detectors (``MODEL.ATSS``, ``MODEL.RETINANET.USE_VFL``...: see
+    :func:`vfnet.detectors.add_vfl_detectors_config`)."""
+    from .detectors.config import add_vfl_detectors_config
+
+    add_vfl_detectors_config(cfg)
     v = cfg.MODEL.VFNET = CN()
     v.NUM_CLASSES = 80
     v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]

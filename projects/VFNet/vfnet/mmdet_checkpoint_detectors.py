@@ -21,15 +21,16 @@ RepPoints  bbox_head.{cls,reg}_convs.{i}.conv / .gn   head.{cls,pts}_subnet.{i} 
            bbox_head.moment_transfer          head.moment_transfer
 """
 import re
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from . import mmdet_checkpoint
 from .mmdet_checkpoint import UnsupportedCheckpointError
-from .mmdet_checkpoint import _rename as _rename_vfnet_key
 
 __all__ = [
     "DENSE_DETECTORS",
+    "converted_mmdet_checkpoint",
     "detect_dense_detector",
     "convert_dense_detector_state_dict",
     "converted_dense_checkpoint",
@@ -131,9 +132,11 @@ def convert_dense_detector_state_dict(state_dict: Mapping[str, torch.Tensor]) ->
     if num_laterals != 3:
         raise UnsupportedCheckpointError(f"the FPN has {num_laterals} lateral convs; P3-P7 from C3-C5 needs 3")
 
-    converted: Dict[str, torch.Tensor] = {}
+    converted = _convert_backbone({k: state_dict[k] for k in keys if k.startswith("backbone.")})
     unmapped = []
     for key in keys:
+        if key.startswith("backbone."):
+            continue
         new_key = _rename(detector, key)
         if new_key is None:
             unmapped.append(key)
@@ -148,9 +151,21 @@ def convert_dense_detector_state_dict(state_dict: Mapping[str, torch.Tensor]) ->
     return converted
 
 
+def _convert_backbone(backbone_state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``backbone.*`` ResNet keys -> ``backbone.bottom_up.*``, by VFNet's ResNet rules."""
+    if hasattr(mmdet_checkpoint, "convert_imagenet_state_dict"):
+        return mmdet_checkpoint.convert_imagenet_state_dict(backbone_state)
+    # mmdet_checkpoint before its restructuring: rename key by key with its backbone rules
+    converted = {}
+    for key, value in backbone_state.items():
+        new_key = mmdet_checkpoint._rename(key, None)
+        if new_key is None:
+            raise UnsupportedCheckpointError(f"the backbone key {key} is not understood (not an MMDetection ResNet)")
+        converted[new_key] = value
+    return converted
+
+
 def _rename(detector: str, key: str) -> Optional[str]:
-    if key.startswith("backbone."):
-        return _rename_vfnet_key(key, None)
     m = _NECK_RULE.match(key)
     if m:
         kind, index, module, param = m[1], int(m[2]), m[3], m[4]
@@ -172,8 +187,32 @@ def _rename(detector: str, key: str) -> Optional[str]:
 
 def converted_dense_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, object]:
     """The dict to ``torch.save`` so that ``DetectionCheckpointer`` loads it as is."""
-    return {
-        "model": convert_dense_detector_state_dict(state_dict),
-        "__author__": "vfnet: converted from MMDetection",
-        "matching_heuristics": False,
-    }
+    return _checkpoint(convert_dense_detector_state_dict(state_dict))
+
+
+def _checkpoint(converted: Mapping[str, torch.Tensor]) -> Dict[str, object]:
+    return {"model": dict(converted), "__author__": "vfnet: converted from MMDetection", "matching_heuristics": False}
+
+
+def converted_mmdet_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Tuple[str, Dict[str, object]]:
+    """
+    Convert an MMDetection checkpoint of any architecture this project has, chosen by its head's
+    keys: ``("vfnet", ...)`` for a VFNetHead (:mod:`vfnet.mmdet_checkpoint`), else
+    ``("retinanet" | "atss" | "fovea" | "reppoints", ...)``. Returns the detector's name and the
+    dict to ``torch.save``; raises :class:`UnsupportedCheckpointError` naming the head it found
+    when it is none of these.
+    """
+    keys = [k for k in state_dict if isinstance(k, str)]
+    if any(k.startswith("bbox_head.vfnet_cls.") for k in keys):
+        return "vfnet", _checkpoint(mmdet_checkpoint.convert_mmdet_state_dict(state_dict))
+    detector = detect_dense_detector(keys)
+    if detector is None:
+        heads = sorted({".".join(k.split(".")[:2]) for k in keys if k.startswith("bbox_head.")})
+        modules = sorted({k.split(".")[0] for k in keys})
+        found = f"its bbox_head has {heads[:8]}" if heads else f"it has no bbox_head (modules: {modules[:8]})"
+        raise UnsupportedCheckpointError(
+            "not a checkpoint of a known MMDetection detector (VFNetHead: bbox_head.vfnet_cls, RetinaHead: "
+            "bbox_head.retina_cls, ATSSHead: bbox_head.atss_cls, FoveaHead: bbox_head.conv_cls, RepPointsHead: "
+            f"bbox_head.reppoints_cls_out); {found}"
+        )
+    return detector, converted_dense_checkpoint(state_dict)
