@@ -98,3 +98,31 @@ class VarifocalClassificationLossTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReadmeExampleTest(unittest.TestCase):
+    """The README's "VFL in your own detector" example, as it is written there."""
+
+    def test_example(self):
+        from detectron2.modeling.box_regression import Box2BoxTransform
+
+        torch.manual_seed(0)
+        box2box = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
+        logits = torch.randn(6, 3, requires_grad=True)  # 6 anchors x 3 classes
+        anchors = torch.tensor([[0.0, 0.0, 32.0, 32.0]]).repeat(6, 1)
+        deltas = torch.randn(6, 4) * 0.1  # the predicted deltas
+        labels = torch.tensor([1, 3, 3, 0, 3, 3])  # matched class, 3 = background
+        gt_boxes = torch.tensor([[2.0, 2.0, 30.0, 34.0]]).repeat(6, 1)
+
+        pos = (labels < 3).nonzero().squeeze(1)
+        pred_boxes = box2box.apply_deltas(deltas[pos].detach(), anchors[pos])  # decoded, XYXY
+        targets = iou_aware_targets(logits, pos, labels[pos], pred_boxes, gt_boxes[pos])
+        loss_cls = varifocal_classification_loss(logits, targets, normalizer=max(len(pos), 1))
+        loss_cls.backward()
+
+        self.assertEqual(targets.nonzero().tolist(), [[0, 1], [3, 0]])
+        expected = aligned_iou(pred_boxes, gt_boxes[pos])
+        torch.testing.assert_close(targets[[0, 3], [1, 0]], expected)
+        manual = sum(_vfl(logits[i, j].item(), targets[i, j].item()) for i in range(6) for j in range(3)) / 2
+        self.assertAlmostEqual(loss_cls.item(), manual, places=5)
+        self.assertIsNotNone(logits.grad)
