@@ -12,7 +12,7 @@ from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.matcher import Matcher
 from detectron2.utils.events import EventStorage
 
-from vfnet.detectors import ExtraLevels, FoveaAssigner, MaxIoUMatcher, MMDetAnchorGenerator, PointAssigner
+from vfnet.detectors import ExtraLevels, FoveaAssigner, MaxIoUMatcher, MMDetAnchorGenerator, MMDetBox2BoxTransform, PointAssigner
 from vfnet.detectors.common import select_topk_candidates, valid_flags
 from vfnet_test_utils import REPO_ROOT, make_instances, random_image
 
@@ -132,6 +132,19 @@ class MMDetAnchorGeneratorTest(unittest.TestCase):
             # Detectron2: size-major (s * 3 + r); MMDetection: ratio-major (r * 3 + s)
             permuted = theirs[:, [s * 3 + r for r in range(3) for s in range(3)]]
             torch.testing.assert_close(ours, permuted, rtol=0, atol=1e-4)
+
+
+class MMDetBox2BoxTransformTest(unittest.TestCase):
+    def test_log_scales_clamped_from_both_sides(self):
+        # MMDetection's delta2bbox clamps dw, dh to +-log(1000 / 16); Detectron2's from above only
+        transform = MMDetBox2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+        box = torch.tensor([[0.0, 0.0, 100.0, 50.0]])
+        deltas = torch.tensor([[0.0, 0.0, -50.0, 50.0]])  # dw = -10, dh = +10 after the weights
+        out = transform.apply_deltas(deltas, box)[0]
+        clamp = math.log(1000.0 / 16)
+        w, h = 100 * math.exp(-clamp), 50 * math.exp(clamp)
+        torch.testing.assert_close(out, torch.tensor([50 - w / 2, 25 - h / 2, 50 + w / 2, 25 + h / 2]), rtol=1e-5, atol=1e-3)
+        self.assertEqual(deltas[0, 2].item(), -50.0)  # the input is left as it is
 
 
 class ExtraLevelsTest(unittest.TestCase):

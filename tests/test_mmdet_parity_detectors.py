@@ -6,7 +6,6 @@ tolerances, the same assignment of every location, the same detections.
 import os
 import unittest
 
-import torch
 
 from vfnet.mmdet_parity import TOLERANCES, load_fixture
 from vfnet.mmdet_parity_detectors import FIXTURE_KIND, build_from_mmdet_config, check_dense_fixture

@@ -16,11 +16,11 @@ from detectron2.modeling import Backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from vfnet import ATSSAssigner, VFNet, VFNetHead
+from vfnet import ATSSAssigner, VFNetHead
 from vfnet.detectors import (
     ATSS,
     ATSSHead,

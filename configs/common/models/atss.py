@@ -1,14 +1,13 @@
 # ATSS R-50 FPN with `use_vfl` (vfnet.detectors.ATSS): the reference's `vfl_atss_r50_fpn_1x_coco.py`
 # (MMDetection's ATSS): one anchor of 8 x stride per location, ATSS assignment (top 9 per level),
-# deltas with weights (10, 10, 5, 5), 4 GN convs per tower, GIoU (weight 2) weighted by the
+# deltas with weights (10, 10, 5, 5) (clamped as MMDetection does), 4 GN convs per tower, GIoU (weight 2) weighted by the
 # centerness targets, centerness BCE; FPN P6 from P5's output (no ReLU before P7).
 # Varifocal Loss on IoU targets, or with `use_vfl=False` the focal loss.
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.box_regression import Box2BoxTransform
 
 from vfnet import ATSSAssigner
-from vfnet.detectors import ATSS, ATSSHead, MMDetAnchorGenerator
+from vfnet.detectors import ATSS, ATSSHead, MMDetAnchorGenerator, MMDetBox2BoxTransform
 
 from ._resnet_fpn_mmdet import backbone
 
@@ -29,7 +28,7 @@ model = L(ATSS)(
     anchor_generator=L(MMDetAnchorGenerator)(
         strides=[8, 16, 32, 64, 128], ratios=[1.0], octave_base_scale=8, scales_per_octave=1
     ),
-    box2box_transform=L(Box2BoxTransform)(weights=[10.0, 10.0, 5.0, 5.0]),
+    box2box_transform=L(MMDetBox2BoxTransform)(weights=[10.0, 10.0, 5.0, 5.0]),
     assigner=L(ATSSAssigner)(topk=9),
     num_classes=80,
     use_vfl=True,

@@ -2,7 +2,8 @@
 # as the reference's `vfl_retinanet_r50_fpn_4x4_1x_coco.py` (MMDetection's RetinaNet), so that
 # its checkpoints load and evaluate, and training follows its recipe:
 # - anchors: 3 scales (4 x stride x 2^(i/3)) x 3 ratios per location, in MMDetection's order
-#   and arithmetic (MMDetAnchorGenerator); deltas with weights (1, 1, 1, 1);
+#   and arithmetic (MMDetAnchorGenerator); deltas with weights (1, 1, 1, 1), their log-scales
+#   clamped from both sides as MMDetection does (MMDetBox2BoxTransform);
 # - matching: MMDetection's MaxIoUAssigner (>= 0.5 positive, < 0.4 negative, each ground truth
 #   claims its best anchors);
 # - L1 box loss on the deltas; both losses over the positives of each image (at least 1 each);
@@ -13,10 +14,9 @@
 # Detectron2's RetinaNet recipe.
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 
-from vfnet.detectors import MaxIoUMatcher, MMDetAnchorGenerator, RetinaNetVFL
+from vfnet.detectors import MaxIoUMatcher, MMDetAnchorGenerator, MMDetBox2BoxTransform, RetinaNetVFL
 
 from ._resnet_fpn_mmdet import backbone
 
@@ -33,7 +33,7 @@ model = L(RetinaNetVFL)(
     anchor_generator=L(MMDetAnchorGenerator)(
         strides=[8, 16, 32, 64, 128], ratios=[0.5, 1.0, 2.0], octave_base_scale=4, scales_per_octave=3
     ),
-    box2box_transform=L(Box2BoxTransform)(weights=[1.0, 1.0, 1.0, 1.0]),
+    box2box_transform=L(MMDetBox2BoxTransform)(weights=[1.0, 1.0, 1.0, 1.0]),
     anchor_matcher=L(MaxIoUMatcher)(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0),
     num_classes=80,
     focal_loss_alpha=0.25,

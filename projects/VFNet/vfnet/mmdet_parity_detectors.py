@@ -12,13 +12,11 @@ from typing import Callable, Dict, List, Mapping
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import FPN, ResNet
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone.resnet import BasicStem
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
-
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 
 from .assigners import ATSSAssigner
 from .backbone import make_resnet_stages
@@ -30,6 +28,7 @@ from .detectors import (
     FoveaHead,
     MaxIoUMatcher,
     MMDetAnchorGenerator,
+    MMDetBox2BoxTransform,
     PointAssigner,
     RepPoints,
     RepPointsHead,
@@ -120,7 +119,7 @@ def _retinanet(model_cfg: Mapping, meta: Mapping) -> RetinaNetVFL:
             octave_base_scale=ag["octave_base_scale"],
             scales_per_octave=ag["scales_per_octave"],
         ),
-        box2box_transform=Box2BoxTransform(weights=[1.0 / s for s in stds]),
+        box2box_transform=MMDetBox2BoxTransform(weights=[1.0 / s for s in stds]),
         anchor_matcher=MaxIoUMatcher(assigner["pos_iou_thr"], assigner["neg_iou_thr"], assigner["min_pos_iou"]),
         num_classes=h["num_classes"],
         focal_loss_alpha=h["loss_cls"]["alpha"],
@@ -167,7 +166,7 @@ def _atss(model_cfg: Mapping, meta: Mapping) -> ATSS:
             octave_base_scale=ag["octave_base_scale"],
             scales_per_octave=ag["scales_per_octave"],
         ),
-        box2box_transform=Box2BoxTransform(weights=[1.0 / s for s in stds]),
+        box2box_transform=MMDetBox2BoxTransform(weights=[1.0 / s for s in stds]),
         assigner=ATSSAssigner(topk=model_cfg["train_cfg"]["assigner"].get("topk", 9)),
         num_classes=h["num_classes"],
         use_vfl=False,
@@ -276,11 +275,13 @@ def _gt_instances(inputs: Mapping, image_sizes) -> List[Instances]:
     ]
 
 
-def _label_mismatches(ours: torch.Tensor, theirs: torch.Tensor, num_classes: int) -> int:
-    """Locations whose positive class differs (ignored and background both count as not positive)."""
+def _label_mismatches(ours: torch.Tensor, theirs: torch.Tensor, num_classes: int, valid: torch.Tensor) -> int:
+    """Valid locations whose positive class differs (ignored and background both count as not
+    positive). Outside an image's own padded area MMDetection's labels are fill values (RepPoints
+    fills 0, a class), with label weight 0: not compared."""
     ours = torch.where((ours >= 0) & (ours < num_classes), ours, torch.full_like(ours, num_classes))
     theirs = torch.where((theirs >= 0) & (theirs < num_classes), theirs, torch.full_like(theirs, num_classes))
-    return int((ours != theirs).sum())
+    return int(((ours != theirs) & valid).sum())
 
 
 def check_dense_fixture(fixture: Mapping) -> dict:
@@ -336,8 +337,9 @@ def _check(fixture: Mapping) -> dict:
         labels = _training_labels(model, detector, images, features, predictions, gt)
         losses = model.forward_training(images, features, predictions, gt)
     names = _LOSS_NAMES[detector]
+    valid = labels.pop("valid")
     report["label_mismatches"] = {
-        name: [_label_mismatches(a, b, num_classes) for a, b in zip(ours, fixture["targets"][name])]
+        name: [_label_mismatches(a, b, num_classes, v) for a, b, v in zip(ours, fixture["targets"][name], valid)]
         for name, ours in labels.items()
     }
     report["losses"] = {k: float(losses[v]) for k, v in names.items()}
@@ -374,29 +376,31 @@ def _check(fixture: Mapping) -> dict:
 
 def _training_labels(model, detector, images, features, predictions, gt) -> Dict[str, List[torch.Tensor]]:
     """Our per-image training labels in the fixture's order (class, num_classes or -1), by the
-    fixture's name for them."""
+    fixture's name for them, and under "valid" the locations inside each image's padded area."""
     sizes = [f.shape[-2:] for f in features]
+    divisibility = model.backbone.size_divisibility
     if detector in ("retinanet", "atss"):
         generator = model.anchor_generator
-        valid = valid_flags(sizes, generator.strides, images.image_sizes, model.backbone.size_divisibility, generator.num_cell_anchors[0])
+        valid = valid_flags(sizes, generator.strides, images.image_sizes, divisibility, generator.num_cell_anchors[0])
         anchors = generator(features)
         if detector == "retinanet":
             labels, _ = model.label_anchors(anchors, gt, [torch.cat(v) for v in valid])
         else:
             labels, _ = model.label_anchors(anchors, valid, gt)
-        return {"labels": labels}
+        return {"labels": labels, "valid": [torch.cat(v) for v in valid]}
+    strides = model.point_generator.strides
+    valid = [torch.cat(v) for v in valid_flags(sizes, strides, images.image_sizes, divisibility)]
     if detector == "fovea":
         labels = []
         for inst in gt:
-            matched = model.assigner(sizes, model.point_generator.strides, inst.gt_boxes.tensor)
+            matched = model.assigner(sizes, strides, inst.gt_boxes.tensor)
             labels.append(torch.where(matched >= 0, inst.gt_classes[matched.clamp(min=0)], torch.full_like(matched, model.num_classes)))
-        return {"labels": labels}
+        # FoveaBox assigns every location of the batch (no valid flags)
+        return {"labels": labels, "valid": [torch.ones_like(v) for v in valid]}
     # reppoints: both stages, from the same inputs as forward_training
     _, pts_init, _ = predictions
     points = model._points(features)
-    strides = model.point_generator.strides
     stride_per_point = torch.cat([p.new_full((len(p),), float(s)) for p, s in zip(points, strides)])
-    valid = [torch.cat(v) for v in valid_flags(sizes, strides, images.image_sizes, model.backbone.size_divisibility)]
     candidates = torch.cat(
         [
             (model.head.boxes(p) * s).permute(0, 2, 3, 1).reshape(p.shape[0], -1, 4) + c.repeat(1, 2)
@@ -409,4 +413,4 @@ def _training_labels(model, detector, images, features, predictions, gt) -> Dict
         torch.where(m >= 0, inst.gt_classes[m.clamp(min=0)], torch.full_like(m, model.num_classes)) if len(inst) else torch.full_like(m, model.num_classes)
         for m, inst in zip(init_matched, gt)
     ]
-    return {"labels": refine_labels, "init_labels": init_labels}
+    return {"labels": refine_labels, "init_labels": init_labels, "valid": valid}

@@ -7,7 +7,7 @@ backbone ``build_resnet_fpn_extra_levels_backbone`` and the anchor generator
 """
 from .assigners import FoveaAssigner, MaxIoUMatcher, PointAssigner
 from .atss import ATSS, ATSSHead
-from .common import ExtraLevels, MMDetAnchorGenerator
+from .common import ExtraLevels, MMDetAnchorGenerator, MMDetBox2BoxTransform
 from .config import add_vfl_detectors_config, build_resnet_fpn_extra_levels_backbone
 from .fovea import FoveaBox, FoveaHead
 from .reppoints import RepPoints, RepPointsHead
@@ -25,6 +25,7 @@ __all__ = [
     "PointAssigner",
     "FoveaAssigner",
     "MMDetAnchorGenerator",
+    "MMDetBox2BoxTransform",
     "ExtraLevels",
     "add_vfl_detectors_config",
     "build_resnet_fpn_extra_levels_backbone",

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from ..assigners import ATSSAssigner
 from ..layers import Scale
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
-from .common import MMDetAnchorGenerator, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
+from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
 
 __all__ = ["ATSS", "ATSSHead", "atss_centerness"]
 
@@ -238,7 +238,7 @@ class ATSS(DenseDetector):
             "anchor_generator": MMDetAnchorGenerator(
                 strides=[s.stride for s in feature_shapes], ratios=[1.0], octave_base_scale=a.ANCHOR_SCALE, scales_per_octave=1
             ),
-            "box2box_transform": Box2BoxTransform(weights=a.BBOX_REG_WEIGHTS),
+            "box2box_transform": MMDetBox2BoxTransform(weights=a.BBOX_REG_WEIGHTS),
             "assigner": ATSSAssigner(topk=a.TOPK),
             "num_classes": a.NUM_CLASSES,
             "use_vfl": a.USE_VFL,

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, batched_nms, get_norm
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY, BufferList, DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from fvcore.nn import weight_init
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "MMDetAnchorGenerator",
+    "MMDetBox2BoxTransform",
     "ExtraLevels",
     "valid_flags",
     "mean_over_workers",
@@ -87,6 +89,22 @@ class MMDetAnchorGenerator(DefaultAnchorGenerator):
         hs = (stride * h_ratios[:, None] * scales[None, :]).view(-1)
         center = self.center_offset * stride
         return torch.stack([center - 0.5 * ws, center - 0.5 * hs, center + 0.5 * ws, center + 0.5 * hs], dim=-1)
+
+
+class MMDetBox2BoxTransform(Box2BoxTransform):
+    """
+    Detectron2's :class:`Box2BoxTransform` (deltas divided by ``weights``, i.e. MMDetection's
+    ``target_stds`` = 1 / weights) whose log-scale deltas dw, dh are clamped from below as well
+    as from above, to [-scale_clamp, scale_clamp], as MMDetection's ``delta2bbox`` does
+    (Detectron2 clamps only from above, so that a box shrunk more than 62x comes out smaller).
+    """
+
+    def apply_deltas(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        deltas = deltas.clone()
+        _, _, ww, wh = self.weights
+        deltas[:, 2::4] = deltas[:, 2::4].clamp(min=-self.scale_clamp * ww)
+        deltas[:, 3::4] = deltas[:, 3::4].clamp(min=-self.scale_clamp * wh)
+        return super().apply_deltas(deltas, boxes)
 
 
 class ExtraLevels(nn.Module):

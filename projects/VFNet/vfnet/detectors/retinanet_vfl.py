@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 from .assigners import MaxIoUMatcher
-from .common import positives_per_image_normalizer, valid_flags
+from .common import MMDetBox2BoxTransform, positives_per_image_normalizer, valid_flags
 
 __all__ = ["RetinaNetVFL"]
 
@@ -34,7 +34,9 @@ class RetinaNetVFL(RetinaNet):
     checkpoints were trained with, is ``loss_normalizer="positives_per_image"``,
     ``ignore_padding=True``, an :class:`~vfnet.detectors.MaxIoUMatcher` as ``anchor_matcher``
     and L1 box regression (``smooth_l1_beta=0``); the configs under ``configs/VFL-Detectors``
-    set them. Either way the boxes are clipped to the image before NMS, as MMDetection does.
+    set them. Either way the boxes are clipped to the image before NMS, as MMDetection does; the
+    yacs config builds an :class:`~vfnet.detectors.MMDetBox2BoxTransform` (box deltas clamped as
+    MMDetection clamps them).
     """
 
     @configurable
@@ -76,6 +78,7 @@ class RetinaNetVFL(RetinaNet):
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
         r = cfg.MODEL.RETINANET
+        ret["box2box_transform"] = MMDetBox2BoxTransform(weights=r.BBOX_REG_WEIGHTS)
         if r.MATCHER == "mmdet":
             low, high = r.IOU_THRESHOLDS
             ret["anchor_matcher"] = MaxIoUMatcher(pos_iou_thr=high, neg_iou_thr=low, min_pos_iou=0.0)

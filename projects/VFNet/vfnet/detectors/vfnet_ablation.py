@@ -15,7 +15,6 @@ The head returns its initial boxes twice, as ``(logits, boxes, boxes)``, so that
 import math
 from typing import List, Sequence, Tuple
 
-import torch
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import Tensor, nn
 from torch.nn import functional as F
