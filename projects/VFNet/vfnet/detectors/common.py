@@ -100,10 +100,10 @@ class MMDetBox2BoxTransform(Box2BoxTransform):
     """
 
     def apply_deltas(self, deltas: Tensor, boxes: Tensor) -> Tensor:
-        deltas = deltas.clone()
         _, _, ww, wh = self.weights
-        deltas[:, 2::4] = deltas[:, 2::4].clamp(min=-self.scale_clamp * ww)
-        deltas[:, 3::4] = deltas[:, 3::4].clamp(min=-self.scale_clamp * wh)
+        dw = deltas[:, 2::4].clamp(min=-self.scale_clamp * ww)
+        dh = deltas[:, 3::4].clamp(min=-self.scale_clamp * wh)
+        deltas = torch.stack([deltas[:, 0::4], deltas[:, 1::4], dw, dh], dim=2).reshape(deltas.shape)
         return super().apply_deltas(deltas, boxes)
 
 
