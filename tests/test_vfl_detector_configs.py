@@ -133,7 +133,7 @@ class ConfigsBuildTest(unittest.TestCase):
         # the same data, schedule and budget; the same optimizer but for the lr of the two
         # detectors without a norm in their heads (which diverge at the quickstart's)
         base = LazyConfig.load(QUICKSTART)
-        own_lr = {"retinanet_R_18_narrow_shapes_cpu.py": 0.01, "fovea_R_18_narrow_shapes_cpu.py": 0.005}
+        own_lr = {"retinanet_R_18_narrow_shapes_cpu.py": 0.005, "fovea_R_18_narrow_shapes_cpu.py": 0.005}
         for path in _py_configs(os.path.join(VFL_DIR, "Quickstart")) + _py_configs(os.path.join(ABLATION_DIR, "Quickstart")):
             name = os.path.basename(path)
             with self.subTest(name):
