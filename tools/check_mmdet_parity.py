@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """
-Check this project's VFNet against outputs of the reference implementation (MMDetection).
+Check this project's VFNet (and its RetinaNet, ATSS, FoveaBox, RepPoints) against outputs of the
+reference implementation (MMDetection).
 
     python tools/check_mmdet_parity.py FIXTURE.pt [FIXTURE.pt ...]
 
-For each fixture: builds the model its ``meta`` describes, converts and loads its weights, feeds
+For each fixture (VFNet's, from ../shared/reference-env/make_vfnet_fixture.py, or a dense
+detector's, from tools/make_mmdet_dense_fixture.py, which also compares assignment labels):
+builds the model its ``meta`` describes, converts and loads its weights, feeds
 its inputs, and prints one JSON object of the largest differences per quantity (head outputs,
 losses, the no-ground-truth image's losses, detections at the default and at a small
 ``nms_pre``). Exits 0 only when every fixture is within tolerance:
@@ -24,6 +27,8 @@ except ImportError:  # running from a source checkout without `make install`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
 from vfnet.mmdet_parity import TOLERANCES, check_fixture, load_fixture
+from vfnet.mmdet_parity_detectors import FIXTURE_KIND as DENSE_FIXTURE_KIND
+from vfnet.mmdet_parity_detectors import check_dense_fixture
 
 
 def main(argv=None) -> int:
@@ -42,7 +47,10 @@ def main(argv=None) -> int:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            report = check_fixture(fixture)
+            if fixture.get("kind") == DENSE_FIXTURE_KIND:  # RetinaNet / ATSS / FoveaBox / RepPoints
+                report = check_dense_fixture(fixture)
+            else:
+                report = check_fixture(fixture)
         report = {"fixture": path, "tolerances": TOLERANCES, **report}
         print(json.dumps(report, indent=args.indent))
         all_ok &= report["ok"]

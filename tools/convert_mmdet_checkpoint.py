@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """
-Convert an MMDetection 2.x VFNet checkpoint (any row of the reference's model zoo, VFNet-X) for Detectron2.
+Convert an MMDetection 2.x checkpoint for Detectron2: VFNet (any row of the reference's model zoo,
+VFNet-X), or RetinaNet, ATSS, FoveaBox, RepPoints (ResNet + FPN; the reference's "VFL on other
+detectors" checkpoints, focal loss or VFL). The architecture is recognised from the head's keys.
 
     python tools/convert_mmdet_checkpoint.py IN.pth OUT.pth
 
@@ -21,13 +23,8 @@ try:
 except ImportError:  # running from a source checkout without `make install`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
-from vfnet.mmdet_checkpoint import (
-    UnsupportedCheckpointError,
-    convert_mmdet_state_dict,
-    converted_checkpoint,
-    extract_state_dict,
-    summarize,
-)
+from vfnet.mmdet_checkpoint import UnsupportedCheckpointError, extract_state_dict, summarize
+from vfnet.mmdet_checkpoint_detectors import converted_mmdet_checkpoint
 
 
 def main(argv=None) -> int:
@@ -42,14 +39,14 @@ def main(argv=None) -> int:
         print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
         return 2
     try:
-        converted = converted_checkpoint(convert_mmdet_state_dict(extract_state_dict(checkpoint)))
+        detector, converted = converted_mmdet_checkpoint(extract_state_dict(checkpoint))
     except UnsupportedCheckpointError as e:
         print(f"error: {args.input} cannot be converted: {e}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     torch.save(converted, args.output)
     tensors, params = summarize(converted["model"])
-    print(f"wrote {args.output}: {tensors} tensors, {params / 1e6:.2f}M values")
+    print(f"wrote {args.output}: {detector} checkpoint, {tensors} tensors, {params / 1e6:.2f}M values")
     return 0
 
 

@@ -30,6 +30,7 @@ from detectron2.utils import comm
 
 from vfnet.checkpoint import VFNetCheckpointer
 from vfnet.data.user_datasets import register_dataset_spec
+from vfnet.detectors.config import NUM_CLASSES_KEY
 from vfnet.engine import Trainer, apply_overrides, do_test, do_train, launch_cpu, load_config, wrap_ddp
 
 logger = logging.getLogger("detectron2")
@@ -53,7 +54,10 @@ def use_datasets(cfg, train_spec: str, val_spec: str):
             cfg.DATASETS.TRAIN = ("user_train",)
         if val_spec:
             cfg.DATASETS.TEST = ("user_val",)
-        cfg.MODEL.VFNET.NUM_CLASSES = len(classes)
+        node = NUM_CLASSES_KEY.get(cfg.MODEL.META_ARCHITECTURE)
+        if node is None:
+            raise ValueError(f"--train-data/--val-data: unknown meta-architecture {cfg.MODEL.META_ARCHITECTURE!r}")
+        cfg.MODEL[node].NUM_CLASSES = len(classes)
     else:
         if train_spec:
             cfg.dataloader.train.dataset.names = "user_train"

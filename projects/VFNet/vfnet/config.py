@@ -5,7 +5,13 @@ __all__ = ["add_vfnet_config"]
 
 
 def add_vfnet_config(cfg) -> None:
-    """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place."""
+    """Add ``MODEL.VFNET`` (and VFNet's defaults elsewhere) to a Detectron2 config, in place;
+    also the keys of the VFL detectors (``MODEL.ATSS``, ``MODEL.RETINANET.USE_VFL``...: see
+    :func:`vfnet.detectors.add_vfl_detectors_config`)."""
+    from .detectors.config import add_vfl_detectors_config
+
+    add_vfl_detectors_config(cfg)
+
     # Res2Net bottom-up (build_vfnet_res2net_*_backbone); depth, norm, base width (STEM_OUT_CHANNELS),
     # out features and deformable stages come from MODEL.RESNETS.
     cfg.MODEL.RES2NET = CN()

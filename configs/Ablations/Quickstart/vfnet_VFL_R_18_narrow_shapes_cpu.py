@@ -1,0 +1,7 @@
+# Ablation row 4 on the embedded dataset: + box refinement = the quickstart's VFNet itself.
+from detectron2.config import LazyConfig
+
+dataloader, lr_multiplier, model, optimizer, train = LazyConfig.load_rel(
+    "../../Quickstart/vfnet_R_18_narrow_shapes_cpu.py", ("dataloader", "lr_multiplier", "model", "optimizer", "train")
+)
+train.output_dir = "./output/quickstart_ablation_vfnet_VFL"

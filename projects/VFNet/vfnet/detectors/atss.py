@@ -1,0 +1,412 @@
+"""ATSS (Zhang et al., CVPR 2020) as MMDetection's ``ATSSHead`` computes it, with ``use_vfl``."""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, cat, get_norm
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import giou_loss, sigmoid_focal_loss
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..assigners import ATSSAssigner
+from ..layers import Scale
+from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
+from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
+
+__all__ = ["ATSS", "ATSSHead", "atss_centerness"]
+
+
+def tower(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.ModuleList:
+    """``num_convs`` x (3x3 conv, norm, ReLU); the convs have a bias only without a norm."""
+    return nn.ModuleList(
+        Conv2d(
+            in_channels if i == 0 else channels,
+            channels,
+            kernel_size=3,
+            padding=1,
+            bias=not norm,
+            norm=get_norm(norm, channels),
+            activation=F.relu,
+        )
+        for i in range(num_convs)
+    )
+
+
+def init_dense_head(head: nn.Module, classifier: nn.Conv2d, prior_prob: float) -> None:
+    """Every conv N(0, 0.01) with zero bias, the classifier's bias set for ``prior_prob``."""
+    for module in head.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, mean=0.0, std=0.01)
+            if module.bias is not None:
+                nn.init.constant_(module.bias, 0.0)
+    nn.init.constant_(classifier.bias, -math.log((1 - prior_prob) / prior_prob))
+
+
+class ATSSHead(nn.Module):
+    """
+    The head of ATSS: a classification and a regression tower (convs + GroupNorm + ReLU); per
+    anchor, class logits, box deltas (times a learnable per-level scale) and a centerness logit
+    from the regression tower.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: List[ShapeSpec],
+        num_classes: int,
+        num_anchors: int = 1,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        norm: str = "GN",
+        prior_prob: float = 0.01,
+    ):
+        super().__init__()
+        in_channels = {s.channels for s in input_shape}
+        if len(in_channels) != 1:
+            raise ValueError(f"ATSSHead: all input levels must have the same channels, got {in_channels}")
+        in_channels = in_channels.pop()
+        self.num_classes = num_classes
+        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_score = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
+        self.centerness = nn.Conv2d(feat_channels, num_anchors, 3, padding=1)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in input_shape)
+        init_dense_head(self, self.cls_score, prior_prob)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec]):
+        a = cfg.MODEL.ATSS
+        return {
+            "input_shape": input_shape,
+            "num_classes": a.NUM_CLASSES,
+            "feat_channels": a.FEAT_CHANNELS,
+            "stacked_convs": a.NUM_CONVS,
+            "norm": a.NORM,
+            "prior_prob": a.PRIOR_PROB,
+        }
+
+    def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """
+        Args:
+            features: per level (N, C, H_l, W_l), finest first.
+        Returns:
+            logits (N, A*K, H_l, W_l), box deltas (N, A*4, H_l, W_l) in float32, centerness
+            logits (N, A, H_l, W_l), per level.
+        """
+        if len(features) != len(self.scales):
+            raise ValueError(f"ATSSHead: got {len(features)} feature levels, built for {len(self.scales)}")
+        logits, deltas, centerness = [], [], []
+        for level, x in enumerate(features):
+            cls_feat, reg_feat = x, x
+            for layer in self.cls_subnet:
+                cls_feat = layer(cls_feat)
+            for layer in self.bbox_subnet:
+                reg_feat = layer(reg_feat)
+            logits.append(self.cls_score(cls_feat))
+            deltas.append(self.scales[level](self.bbox_pred(reg_feat)).float())
+            centerness.append(self.centerness(reg_feat))
+        return logits, deltas, centerness
+
+
+def atss_centerness(centers: Tensor, gt_boxes: Tensor) -> Tensor:
+    """FCOS centerness of (K, 2) anchor centres in their (K, 4) XYXY ground truths:
+    sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) -> (K,)."""
+    left = centers[:, 0] - gt_boxes[:, 0]
+    top = centers[:, 1] - gt_boxes[:, 1]
+    right = gt_boxes[:, 2] - centers[:, 0]
+    bottom = gt_boxes[:, 3] - centers[:, 1]
+    left_right = torch.stack([left, right], dim=1)
+    top_bottom = torch.stack([top, bottom], dim=1)
+    return torch.sqrt(
+        (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0]) * (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class ATSS(DenseDetector):
+    """
+    ATSS as MMDetection's ``ATSSHead`` trains and tests it: anchors assigned by
+    :class:`~vfnet.assigners.ATSSAssigner`; focal loss on the valid anchors over the positives
+    per image (at least 1 each, averaged over workers); GIoU loss of the decoded boxes weighted
+    by their centerness targets over the sum of those (weight 2); centerness BCE over the
+    positives; at test, the class score times the centerness ranks the boxes.
+
+    ``use_vfl=True`` (the reference's ``ATSSVGFLHead``): the classifier learns, at each positive's
+    class, the IoU of its decoded box with its ground truth (clamped >= 1e-6) with the Varifocal
+    Loss, summed over every anchor (the reference gives it no weights) over the same normaliser;
+    the centerness branch and its loss stay.
+
+    Training returns ``{"loss_cls", "loss_bbox", "loss_centerness"}``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: ATSSHead,
+        head_in_features: List[str],
+        anchor_generator: DefaultAnchorGenerator,
+        box2box_transform: Box2BoxTransform,
+        assigner: ATSSAssigner,
+        num_classes: int,
+        use_vfl: bool = True,
+        vfl_alpha: float = 0.75,
+        vfl_gamma: float = 2.0,
+        vfl_iou_weighted: bool = True,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        loss_bbox_weight: float = 2.0,
+        loss_centerness_weight: float = 1.0,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.6,
+        max_detections_per_image: int = 100,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+        fused_ops: bool = True,
+    ):
+        """
+        Args:
+            backbone, head, head_in_features: as :class:`DenseDetector`.
+            anchor_generator: the anchors (MMDetection's: one square of side 8 x stride per
+                location, centred on (x * s, y * s)); their number per location must match the
+                head's.
+            box2box_transform: anchor deltas to boxes (weights (10, 10, 5, 5): the reference's
+                target stds (0.1, 0.1, 0.2, 0.2)).
+            assigner: :class:`~vfnet.assigners.ATSSAssigner`.
+            num_classes: number of foreground classes.
+            use_vfl, vfl_alpha, vfl_gamma, vfl_iou_weighted: the Varifocal Loss on IoU targets
+                instead of the focal loss (``focal_loss_alpha``, ``focal_loss_gamma``).
+            loss_bbox_weight, loss_centerness_weight: loss weights.
+            test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
+                inference (per level: score threshold then top-k (anchor, class) pairs; class-wise
+                NMS).
+            pixel_mean, pixel_std, input_format: input normalisation and channel order.
+            fused_ops: the fused Varifocal Loss kernel.
+        """
+        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        if head.num_classes != num_classes:
+            raise ValueError(f"ATSS: head predicts {head.num_classes} classes but num_classes={num_classes}")
+        if len(set(anchor_generator.num_cell_anchors)) != 1 or head.centerness.out_channels != anchor_generator.num_cell_anchors[0]:
+            raise ValueError(
+                f"ATSS: the head predicts {head.centerness.out_channels} anchors per location, the anchor "
+                f"generator places {anchor_generator.num_cell_anchors}"
+            )
+        self.anchor_generator = anchor_generator
+        self.box2box_transform = box2box_transform
+        self.assigner = assigner
+        self.num_classes = num_classes
+        self.use_vfl = use_vfl
+        self.vfl_alpha = vfl_alpha
+        self.vfl_gamma = vfl_gamma
+        self.vfl_iou_weighted = vfl_iou_weighted
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.loss_bbox_weight = loss_bbox_weight
+        self.loss_centerness_weight = loss_centerness_weight
+        self.test_score_thresh = test_score_thresh
+        self.test_topk_candidates = test_topk_candidates
+        self.test_nms_thresh = test_nms_thresh
+        self.max_detections_per_image = max_detections_per_image
+        self.input_format = input_format
+        self.fused_ops = fused_ops
+
+    @classmethod
+    def from_config(cls, cfg):
+        a = cfg.MODEL.ATSS
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in a.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(f"MODEL.ATSS.IN_FEATURES names {missing}, which the backbone does not output ({sorted(shapes)})")
+        feature_shapes = [shapes[f] for f in a.IN_FEATURES]
+        return {
+            "backbone": backbone,
+            "head": ATSSHead(cfg, feature_shapes),
+            "head_in_features": list(a.IN_FEATURES),
+            "anchor_generator": MMDetAnchorGenerator(
+                strides=[s.stride for s in feature_shapes], ratios=[1.0], octave_base_scale=a.ANCHOR_SCALE, scales_per_octave=1
+            ),
+            "box2box_transform": MMDetBox2BoxTransform(weights=a.BBOX_REG_WEIGHTS),
+            "assigner": ATSSAssigner(topk=a.TOPK),
+            "num_classes": a.NUM_CLASSES,
+            "use_vfl": a.USE_VFL,
+            "vfl_alpha": a.VFL_ALPHA,
+            "vfl_gamma": a.VFL_GAMMA,
+            "vfl_iou_weighted": a.VFL_IOU_WEIGHTED,
+            "focal_loss_alpha": a.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": a.FOCAL_LOSS_GAMMA,
+            "loss_bbox_weight": a.LOSS_BBOX_WEIGHT,
+            "loss_centerness_weight": a.LOSS_CENTERNESS_WEIGHT,
+            "test_score_thresh": a.SCORE_THRESH_TEST,
+            "test_topk_candidates": a.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": a.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "fused_ops": a.FUSED_OPS,
+        }
+
+    # ------------------------------------------------------------------ training
+
+    def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
+        logits, deltas, centerness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
+        anchors = self.anchor_generator(features)
+        valid = valid_flags(
+            [f.shape[-2:] for f in features],
+            self.anchor_generator.strides,
+            images.image_sizes,
+            self.backbone.size_divisibility,
+            num_anchors=self.anchor_generator.num_cell_anchors[0],
+            device=features[0].device,
+        )
+        gt_labels, gt_boxes = self.label_anchors(anchors, valid, gt_instances)
+        return self.losses(anchors, valid, logits, deltas, centerness, gt_labels, gt_boxes)
+
+    @torch.no_grad()
+    def label_anchors(
+        self, anchors: List[Boxes], valid: List[List[Tensor]], gt_instances: List[Instances]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """
+        Returns:
+            gt_labels: per image (R,) class of each anchor, ``num_classes`` for background.
+            gt_boxes: per image (R, 4) XYXY ground truth of each anchor (zeros for background).
+        """
+        gt_labels, gt_boxes = [], []
+        for valid_per_image, instances in zip(valid, gt_instances):
+            matched = self.assigner(anchors, valid_per_image, instances.gt_boxes)
+            foreground = matched >= 0
+            index = matched.clamp(min=0)
+            if len(instances) > 0:
+                labels = torch.where(foreground, instances.gt_classes[index], torch.full_like(matched, self.num_classes))
+                boxes = instances.gt_boxes.tensor[index] * foreground[:, None]
+            else:
+                labels = torch.full_like(matched, self.num_classes)
+                boxes = torch.zeros((len(matched), 4), device=matched.device)
+            gt_labels.append(labels)
+            gt_boxes.append(boxes)
+        return gt_labels, gt_boxes
+
+    def losses(
+        self,
+        anchors: List[Boxes],
+        valid: List[List[Tensor]],
+        logits: List[Tensor],
+        deltas: List[Tensor],
+        centerness: List[Tensor],
+        gt_labels: List[Tensor],
+        gt_boxes: List[Tensor],
+    ) -> Dict[str, Tensor]:
+        """
+        Args:
+            anchors: per level (R_l, 4) anchors.
+            valid: per image, per level, (R_l,) validity.
+            logits, deltas, centerness: per level (N, R_l, K), (N, R_l, 4), (N, R_l, 1).
+            gt_labels, gt_boxes: per image, from :meth:`label_anchors`.
+        """
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        gt_boxes = torch.stack(gt_boxes)  # (N, R, 4)
+        anchors = Boxes.cat(anchors)
+        centers = anchors.get_centers()
+        anchors = anchors.tensor
+        logits = cat(logits, dim=1)
+        deltas = cat(deltas, dim=1)
+        centerness = cat(centerness, dim=1)[..., 0]
+
+        pos_mask = gt_labels != self.num_classes
+        num_pos_per_image = pos_mask.sum(dim=1).tolist()
+        get_event_storage().put_scalar("num_pos_anchors", sum(num_pos_per_image) / num_images)
+        normalizer = positives_per_image_normalizer(num_pos_per_image)
+        normalizer = max(mean_over_workers(torch.tensor(normalizer, device=logits.device)).item(), 1.0)
+
+        pos_images, pos_anchors = pos_mask.nonzero(as_tuple=True)
+        pos_boxes = self.box2box_transform.apply_deltas(deltas[pos_images, pos_anchors], anchors[pos_anchors])
+        pos_targets = gt_boxes[pos_images, pos_anchors]
+        centerness_targets = atss_centerness(centers[pos_anchors], pos_targets)
+
+        # GIoU weighted by the centerness targets, over their sum (averaged over workers, >= 1)
+        centerness_sum = max(mean_over_workers(centerness_targets.sum()).item(), 1.0)
+        if len(pos_anchors) > 0:
+            loss_bbox = (giou_loss(pos_boxes, pos_targets, reduction="none") * centerness_targets).sum()
+            loss_bbox = loss_bbox / (1.0 + NORMALIZER_EPS) / centerness_sum
+            loss_centerness = F.binary_cross_entropy_with_logits(
+                centerness[pos_images, pos_anchors].float(), centerness_targets, reduction="sum"
+            ) / (normalizer + NORMALIZER_EPS)
+        else:
+            loss_bbox = deltas.sum() * 0.0
+            loss_centerness = centerness.sum() * 0.0
+
+        flat_logits = logits.reshape(-1, self.num_classes)
+        if self.use_vfl:
+            targets = iou_aware_targets(
+                flat_logits,
+                pos_images * anchors.shape[0] + pos_anchors,
+                gt_labels[pos_images, pos_anchors],
+                pos_boxes,
+                pos_targets,
+                min_iou=1e-6,
+            )
+            loss_cls = varifocal_classification_loss(
+                flat_logits,
+                targets,
+                normalizer,
+                alpha=self.vfl_alpha,
+                gamma=self.vfl_gamma,
+                iou_weighted=self.vfl_iou_weighted,
+                fused=self.fused_ops,
+            )
+        else:
+            one_hot = torch.zeros_like(logits, dtype=torch.float32)
+            one_hot[pos_images, pos_anchors, gt_labels[pos_images, pos_anchors]] = 1.0
+            weights = torch.stack([cat(v) for v in valid]).to(torch.float32)  # (N, R)
+            loss_cls = sigmoid_focal_loss(
+                logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none"
+            )
+            loss_cls = (loss_cls * weights[..., None]).sum() / (normalizer + NORMALIZER_EPS)
+        return {
+            "loss_cls": loss_cls,
+            "loss_bbox": self.loss_bbox_weight * loss_bbox,
+            "loss_centerness": self.loss_centerness_weight * loss_centerness,
+        }
+
+    # ------------------------------------------------------------------ inference
+
+    def forward_inference(self, images: ImageList, features: List[Tensor], predictions) -> List[Instances]:
+        logits, deltas, centerness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
+        anchors = self.anchor_generator(features)
+        results = []
+        for img_idx, image_size in enumerate(images.image_sizes):
+            all_boxes, all_scores, all_classes = [], [], []
+            for anchors_l, logits_l, deltas_l, centerness_l in zip(anchors, logits, deltas, centerness):
+                idx, classes, scores = select_topk_candidates(
+                    logits_l[img_idx].sigmoid(), self.test_score_thresh, self.test_topk_candidates
+                )
+                boxes = Boxes(self.box2box_transform.apply_deltas(deltas_l[img_idx][idx], anchors_l.tensor[idx]))
+                boxes.clip(image_size)
+                all_boxes.append(boxes.tensor)
+                all_scores.append(scores * centerness_l[img_idx][idx, 0].sigmoid())
+                all_classes.append(classes)
+            results.append(
+                classwise_nms(
+                    cat(all_boxes),
+                    cat(all_scores),
+                    cat(all_classes),
+                    image_size,
+                    self.test_nms_thresh,
+                    self.max_detections_per_image,
+                )
+            )
+        return results
