@@ -312,7 +312,7 @@ class ZooConversionTest(unittest.TestCase):
             tool = os.path.join(REPO_ROOT, "tools", "convert_mmdet_checkpoint.py")
             run = subprocess.run([sys.executable, tool, src, dst], capture_output=True, text=True)
             self.assertEqual(run.returncode, 0, run.stderr)
-            self.assertRegex(run.stdout, r"wrote .*d2\.pth: \d+ tensors")
+            self.assertRegex(run.stdout, r"wrote .*d2\.pth: vfnet checkpoint, \d+ tensors")
             self.assertEqual(set(torch.load(dst, weights_only=False)["model"]), set(model.state_dict()))
             VFNetCheckpointer(model, require_head=True).load(dst)
         for key, value in model.state_dict().items():
