@@ -99,48 +99,53 @@ class RankingTest(unittest.TestCase):
 
     def test_apply_oracle(self):
         scores, classes = torch.tensor([0.9, 0.2, 0.5]), torch.tensor([1, 0, 1])
-        iou, match = torch.tensor([0.7, 0.0, 0.95]), torch.tensor([0, -1, 1])
-        self.assertEqual(apply_oracle("model", scores, classes, iou, match)[1].tolist(), [1, 0, 1])
-        s, c = apply_oracle("gt_class", scores, classes, iou, match)
+        iou, match, own = torch.tensor([0.7, 0.0, 0.95]), torch.tensor([0, -1, 1]), torch.tensor([0.1, 0.0, 0.95])
+        s, c = apply_oracle("model", scores, classes, iou, match, own)
+        self.assertEqual((s.tolist(), c.tolist()), (scores.tolist(), [1, 0, 1]))
+        s, c = apply_oracle("gt_class", scores, classes, iou, match, own)
         self.assertEqual((s.tolist(), c.tolist()), (scores.tolist(), [0, 0, 1]))  # unmatched: model's class
-        s, c = apply_oracle("gt_iou", scores, classes, iou, match)
-        self.assertEqual((s.tolist(), c.tolist()), (iou.tolist(), [1, 0, 1]))
-        s, c = apply_oracle("gt_class+iou", scores, classes, iou, match)
+        s, c = apply_oracle("gt_iou", scores, classes, iou, match, own)
+        self.assertEqual((s.tolist(), c.tolist()), (own.tolist(), [1, 0, 1]))
+        s, c = apply_oracle("gt_class+iou", scores, classes, iou, match, own)
         self.assertEqual((s.tolist(), c.tolist()), (iou.tolist(), [0, 0, 1]))
-        self.assertEqual(classes.tolist(), [1, 0, 1])  # inputs untouched
+        self.assertEqual((scores.tolist(), classes.tolist()), (torch.tensor([0.9, 0.2, 0.5]).tolist(), [1, 0, 1]))  # untouched
         with self.assertRaisesRegex(ValueError, "unknown oracle"):
-            apply_oracle("gt_box", scores, classes, iou, match)
+            apply_oracle("gt_box", scores, classes, iou, match, own)
 
     def test_hand_made_table(self):
         # Ground truth: A (category 1 = class 0) [0, 0, 100, 100]; B (category 2 = class 1)
-        # [120, 120, 180, 180]. Candidates, all of class 0:
-        #   P = A exactly, score 0.3;  D = [0, 0, 100, 72] (IoU 0.72 with A and P), score 0.9;
-        #   W = [120, 120, 180, 175] (IoU 0.9167 with B: right box, wrong class), score 0.8.
-        # COCO AP averages 10 IoU thresholds 0.50:0.95; an IoU of 0.72 passes 5 of them, 0.9167 9.
-        #   model:        class 0 keeps D (P suppressed), W is a false positive -> 50; class 1: 0 -> 25
-        #   gt_class:     W becomes class 1 (AP 90); class 0 as model (50)            -> 70
-        #   gt_iou:       P scores 1.0 and suppresses D -> class 0: 100; class 1: 0    -> 50
-        #   gt_class+iou: class 0: 100; W class 1 -> 90                               -> 95
+        # [120, 120, 180, 180]. Candidates:
+        #   P  class 0, 0.3: A exactly;
+        #   D  class 0, 0.9: [0, 0, 100, 72], IoU 0.72 with A (and with P: NMS at 0.6 merges them);
+        #   W  class 0, 0.8: [120, 120, 180, 175], IoU 0.9167 with B: right box, wrong class;
+        #   V  class 1, 0.7: [2, 0, 100, 100], IoU 0.98 with A: right box, wrong class;
+        #   T  class 1, 0.1: [120, 120, 180, 170], IoU 0.8333 with B (0.909 with W).
+        # COCO AP averages 10 IoU thresholds 0.50:0.95; IoU 0.72 passes 5, 0.8333 7, 0.9167 9.
+        #   model:        class 0: D (P suppressed), then W: 50; class 1: V (miss) then T: 7 x 1/2 -> 35;  42.5
+        #   gt_class:     W -> class 1, V -> class 0; class 0: D suppresses P and V: 50; class 1: W
+        #                 suppresses T: 90                                                               -> 70
+        #   gt_iou:       own-class IoUs P 1, D 0.72, W 0, V 0, T 0.8333; class 0: P: 100; class 1: T: 70  -> 85
+        #   gt_class+iou: class 0: P (1.0) suppresses D, V: 100; class 1: W (0.9167) suppresses T: 90     -> 95
         coco = coco_dataset(
             [(7, 200, 200)], [(7, 1, [0, 0, 100, 100], 0), (7, 2, [120, 120, 60, 60], 0)], [(1, "a"), (2, "b")]
         )
         analysis = RankingAnalysis(coco, self.model.select_detections)
-        cands = candidates(
-            (200, 200), [[0, 0, 100, 100], [0, 0, 100, 72], [120, 120, 180, 175]], [0, 0, 0], [0.3, 0.9, 0.8]
-        )
-        analysis.add_image(7, cands, 200, 200)
+        boxes = [[0, 0, 100, 100], [0, 0, 100, 72], [120, 120, 180, 175], [2, 0, 100, 100], [120, 120, 180, 170]]
+        classes, scores = [0, 0, 0, 1, 1], [0.3, 0.9, 0.8, 0.7, 0.1]
+        analysis.add_image(7, candidates((200, 200), boxes, classes, scores), 200, 200)
         results = analysis.evaluate(per_class=True)
         self.assertEqual(list(results), list(ORACLES))
-        expected = {"model": 25.0, "gt_class": 70.0, "gt_iou": 50.0, "gt_class+iou": 95.0}
+        expected = {"model": 42.5, "gt_class": 70.0, "gt_iou": 85.0, "gt_class+iou": 95.0}
         for oracle, ap in expected.items():
             self.assertAlmostEqual(results[oracle]["AP"], ap, places=4, msg=oracle)
-        self.assertAlmostEqual(results["gt_class"]["AP-b"], 90.0, places=4)
-        self.assertAlmostEqual(results["model"]["AP50"], 50.0, places=4)
+        self.assertAlmostEqual(results["model"]["AP-b"], 35.0, places=4)
+        self.assertAlmostEqual(results["gt_iou"]["AP-b"], 70.0, places=4)
+        self.assertAlmostEqual(results["model"]["AP50"], 75.0, places=4)
         table = ranking_table_markdown(results)
         self.assertIn("| `gt_class+iou` | ground truth | IoU with ground truth | 95.0 |", table)
         # The oracle works in the original image: the same candidates in a half-size input give the same table.
         half = RankingAnalysis(coco, self.model.select_detections)
-        small = candidates((100, 100), (cands.pred_boxes.tensor / 2).tolist(), [0, 0, 0], [0.3, 0.9, 0.8])
+        small = candidates((100, 100), (torch.tensor(boxes, dtype=torch.float32) / 2).tolist(), classes, scores)
         half.add_image(7, small, 200, 200)
         self.assertEqual({o: r["AP"] for o, r in half.evaluate().items()}, {o: r["AP"] for o, r in results.items()})
 

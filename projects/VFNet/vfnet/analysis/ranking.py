@@ -12,23 +12,28 @@ Definitions used here (one image at a time):
   (:meth:`vfnet.VFNet.predict_candidates`: its score threshold and per-level top-k). Every row
   of the table starts from the same candidates; a score threshold of 0 makes every point a
   candidate, up to the top-k.
-- **Best-matching ground truth** of a candidate: the non-crowd ground-truth box of the image with
-  the largest IoU with the candidate's box, whatever its class
-  (:func:`best_matching_ground_truth`); its IoU ``u`` and its class ``k``. A candidate that
-  overlaps no ground truth (``u = 0``) has no match. IoUs are measured in the original image,
-  where COCO's evaluation measures them.
+- **Best-matching ground truth** (:func:`best_matching_ground_truth`), by IoU with the
+  candidate's box, among the image's non-crowd ground-truth boxes, measured in the original
+  image as COCO's evaluation measures it:
+
+  - of *any* class: IoU ``u``, class ``k`` (none when ``u = 0``);
+  - of the candidate's *own* class: IoU ``v`` (0 when no box of that class overlaps): the IoU
+    COCO's evaluation can credit the candidate with, and the target VFNet trains its score of
+    that class towards (the IACS).
+
 - **Rows** (:data:`ORACLES`), a 2x2 of (class, score):
 
-  ==================  =======================  ==========================
+  ==================  =======================  ==========================================
   row                 class                    score
-  ==================  =======================  ==========================
+  ==================  =======================  ==========================================
   ``model``           the model's              the model's
   ``gt_class``        ``k`` (model's if none)  the model's
-  ``gt_iou``          the model's              ``u`` (0 if no match)
-  ``gt_class+iou``    ``k`` (model's if none)  ``u`` (0 if no match)
-  ==================  =======================  ==========================
+  ``gt_iou``          the model's              ``v``: a perfect IACS for the model's class
+  ``gt_class+iou``    ``k`` (model's if none)  ``u``
+  ==================  =======================  ==========================================
 
-  ``gt_class+iou`` is the paper's "gt_cls_iou" (the IoU as the score of the ground-truth class).
+  ``gt_class+iou`` is the paper's "gt_cls_iou" (the IoU with the ground truth as the score of
+  the ground-truth class: 74.7 AP in its Table 1).
 - Then, for every row, the model's own NMS and top-k (:meth:`vfnet.VFNet.select_detections`)
   and Detectron2's postprocessing, as in inference, and COCO's box evaluation. The ``model`` row
   is therefore the model's ordinary COCO result.
@@ -60,13 +65,18 @@ ORACLES = ("model", "gt_class", "gt_iou", "gt_class+iou")
 ORACLE_DESCRIPTIONS = {
     "model": "the model's classes and scores",
     "gt_class": "class of the best-matching ground truth, the model's score",
-    "gt_iou": "the model's class, IoU with the best-matching ground truth as the score",
+    "gt_iou": "the model's class, IoU with the best-matching ground truth of that class as the score (a perfect IACS)",
     "gt_class+iou": "class of the best-matching ground truth, its IoU as the score (the paper's gt_cls_iou)",
 }
 
 
 def apply_oracle(
-    oracle: str, scores: torch.Tensor, classes: torch.Tensor, match_iou: torch.Tensor, match_class: torch.Tensor
+    oracle: str,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    gt_iou: torch.Tensor,
+    gt_class: torch.Tensor,
+    gt_iou_own_class: torch.Tensor,
 ):
     """
     The (scores, classes) of candidates under one row of the table (see the module docstring).
@@ -74,19 +84,23 @@ def apply_oracle(
     Args:
         oracle: one of :data:`ORACLES`.
         scores: (N,) the model's scores; classes: (N,) int64 the model's classes.
-        match_iou: (N,) IoU with the best-matching ground truth (0: no match).
-        match_class: (N,) int64 class of that ground truth (-1: no match).
+        gt_iou: (N,) IoU ``u`` with the best-matching ground truth of any class (0: no match).
+        gt_class: (N,) int64 class ``k`` of that ground truth (-1: no match).
+        gt_iou_own_class: (N,) IoU ``v`` with the best-matching ground truth of the candidate's
+            own class (0: none).
     Returns:
         (scores (N,), classes (N,)), new tensors.
     """
     if oracle not in ORACLES:
         raise ValueError(f"unknown oracle {oracle!r}; known: {ORACLES}")
     scores, classes = scores.clone(), classes.clone()
-    if oracle in ("gt_class", "gt_class+iou"):
-        matched = match_class >= 0
-        classes[matched] = match_class[matched]
-    if oracle in ("gt_iou", "gt_class+iou"):
-        scores = match_iou.to(scores.dtype).clone()
+    if oracle == "gt_iou":
+        scores = gt_iou_own_class.to(scores.dtype).clone()
+    elif oracle in ("gt_class", "gt_class+iou"):
+        matched = gt_class >= 0
+        classes[matched] = gt_class[matched]
+        if oracle == "gt_class+iou":
+            scores = gt_iou.to(scores.dtype).clone()
     return scores, classes
 
 
@@ -137,9 +151,14 @@ class RankingAnalysis:
         original.scale(width / in_w, height / in_h)  # as detector_postprocess maps the detections
         original.clip((height, width))
         gt_boxes, gt_classes = ground_truth_of_image(self.coco_gt, image_id, self.to_contiguous)
-        match_iou, match_class = best_matching_ground_truth(original.tensor, gt_boxes, gt_classes)
+        gt_iou, gt_class = best_matching_ground_truth(original.tensor, gt_boxes, gt_classes)
+        gt_iou_own_class, _ = best_matching_ground_truth(
+            original.tensor, gt_boxes, gt_classes, classes=candidates.pred_classes
+        )
         for oracle in self.oracles:
-            scores, classes = apply_oracle(oracle, candidates.scores, candidates.pred_classes, match_iou, match_class)
+            scores, classes = apply_oracle(
+                oracle, candidates.scores, candidates.pred_classes, gt_iou, gt_class, gt_iou_own_class
+            )
             ranked = Instances(candidates.image_size)
             ranked.pred_boxes = candidates.pred_boxes
             ranked.scores = scores
@@ -204,7 +223,7 @@ def ranking_table_markdown(results: Dict[str, Dict[str, float]], metrics: Sequen
     labels = {
         "model": ("model", "model"),
         "gt_class": ("ground truth", "model"),
-        "gt_iou": ("model", "IoU with ground truth"),
+        "gt_iou": ("model", "IoU with ground truth of that class"),
         "gt_class+iou": ("ground truth", "IoU with ground truth"),
     }
     for oracle, values in results.items():

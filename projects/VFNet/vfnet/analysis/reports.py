@@ -41,5 +41,5 @@ def write_detection_analysis(coco_gt: COCO, detections: Sequence[Dict], output_d
 
 def write_training_curves(metrics_json: str, png_path: str) -> str:
     """Plot Detectron2's ``metrics.json`` (losses, lr, AP) into ``png_path``; returns the path."""
-    plot_training_curves(load_metrics(metrics_json), png_path, title=f"Training curves: {os.path.dirname(os.path.abspath(metrics_json))}")
+    plot_training_curves(load_metrics(metrics_json), png_path, title=f"Training curves: {os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))}")
     return png_path
