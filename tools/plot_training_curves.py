@@ -22,9 +22,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("metrics", help="metrics.json of a training run (JSON lines)")
     parser.add_argument("--output", default=None, help="PNG to write (default: training_curves.png next to METRICS)")
+    parser.add_argument("--title", default=None, help="figure title (default: the run's folder name)")
     args = parser.parse_args(argv)
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "training_curves.png")
-    print(f"written {write_training_curves(args.metrics, output)}")
+    print(f"written {write_training_curves(args.metrics, output, args.title)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The analyses written to files: JSON numbers and PNG pictures (used by the tools and `make demo`)."""
 import json
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from pycocotools.coco import COCO
 
@@ -39,7 +39,11 @@ def write_detection_analysis(coco_gt: COCO, detections: Sequence[Dict], output_d
     return {"calibration": calibration, "pr_curves": curves}
 
 
-def write_training_curves(metrics_json: str, png_path: str) -> str:
-    """Plot Detectron2's ``metrics.json`` (losses, lr, AP) into ``png_path``; returns the path."""
-    plot_training_curves(load_metrics(metrics_json), png_path, title=f"Training curves: {os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))}")
+def write_training_curves(metrics_json: str, png_path: str, title: Optional[str] = None) -> str:
+    """
+    Plot Detectron2's ``metrics.json`` (losses, lr, AP) into ``png_path``, titled ``title``
+    (default: "Training curves: <the run's folder name>"); returns the path.
+    """
+    run = os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))
+    plot_training_curves(load_metrics(metrics_json), png_path, title=title or f"Training curves: {run}")
     return png_path
