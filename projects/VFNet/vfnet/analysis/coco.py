@@ -121,12 +121,16 @@ def evaluate_coco(coco_gt: COCO, detections: List[Dict], image_ids: Optional[Seq
 def coco_metrics(evaluator: Optional[COCOeval], class_names: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """
     ``COCOEvaluator``'s numbers of an evaluated ``COCOeval``: AP, AP50, AP75, APs, APm, APl in
-    percent, and ``AP-<class>`` per class when ``class_names`` (in the order of the category ids)
+    percent (NaN for an area range without ground truth), and ``AP-<class>`` per class when ``class_names`` (in the order of the category ids)
     are given; NaN everywhere when ``evaluator`` is None (no detections).
     """
     if evaluator is None:
         return {m: float("nan") for m in COCO_METRICS}
-    results = {m: float(evaluator.stats[i] * 100) for i, m in enumerate(COCO_METRICS)}
+    # COCOeval reports -1 where no ground truth falls in an area range; COCOEvaluator says NaN
+    results = {
+        m: float(evaluator.stats[i] * 100) if evaluator.stats[i] >= 0 else float("nan")
+        for i, m in enumerate(COCO_METRICS)
+    }
     if class_names is not None:
         precision = evaluator.eval["precision"]  # (IoU thresholds, recalls, classes, areas, max dets)
         if precision.shape[2] != len(class_names):
