@@ -160,6 +160,11 @@ class ConfigTest(unittest.TestCase):
         cfg.train.output_dir = "/somewhere"
         self.assertEqual(cfg.dataloader.evaluator.output_dir, "/somewhere/inference")
         self.assertEqual(lazy_tta_options(cfg), dict(enabled=False, **REFERENCE_TTA))
+        yaml = get_cfg()
+        add_vfnet_config(yaml)
+        yaml.merge_from_file(os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet_R_50_FPN_1x.yaml"))
+        self.assertEqual(vars(MultiScaleFlipMapper(yaml)), vars(MultiScaleFlipMapper(cfg)))  # the twins agree
+        self.assertEqual(vars(MultiScaleFlipMapper(yaml)), REFERENCE_TTA)
 
 
 class EvalOnlyTTAEndToEndTest(unittest.TestCase):
