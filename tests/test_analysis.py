@@ -3,6 +3,8 @@ Tests of vfnet.analysis: box matching, the ranking (oracle) study on hand-made d
 COCO APs worked out by hand, calibration bins and ECE, precision-recall curves, training curves,
 and the pictures.
 """
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -334,6 +336,67 @@ class ReportTest(unittest.TestCase):
             bars = figure.axes[0].patches
             self.assertEqual([round(b.get_height(), 6) for b in bars], [0.0, 0.5])
             self.assertEqual(cv2.imread(os.path.join(tmp, "r.png")).shape[:2], (650, 550))
+
+
+def load_tool(name):
+    import importlib.util
+
+    from vfnet_test_utils import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(f"vfnet_tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ToolsTest(unittest.TestCase):
+    def test_analyze_detections_and_plot_training_curves(self):
+        gt = {
+            "images": [{"id": 1, "width": 100, "height": 100, "file_name": "1.png"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "a"}],
+        }
+        dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 5], "score": 0.85}]  # IoU 0.5
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, obj in (("gt.json", gt), ("dets.json", dets)):
+                with open(os.path.join(tmp, name), "w") as f:
+                    json.dump(obj, f)
+            args = ["--results", os.path.join(tmp, "dets.json"), "--gt-json", os.path.join(tmp, "gt.json")]
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                load_tool("analyze_detections").main(args + ["--output", os.path.join(tmp, "a")])
+            self.assertIn("1 detections: AP 10.0, ECE 0.3500", out.getvalue())  # a hit at IoU 0.50 only: 1 of 10
+            self.assertEqual(sorted(os.listdir(os.path.join(tmp, "a"))),
+                             ["calibration.json", "pr_curves.json", "pr_curves.png", "reliability.png"])  # fmt: skip
+
+            metrics = os.path.join(tmp, "metrics.json")
+            with open(metrics, "w") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in TrainingCurvesTest.LINES))
+            with contextlib.redirect_stdout(io.StringIO()):
+                load_tool("plot_training_curves").main([metrics])
+            self.assertEqual(cv2.imread(os.path.join(tmp, "training_curves.png")).shape[:2], (820, 650))
+
+    def test_analyze_ranking_on_the_tiny_split(self):
+        from detectron2.config import LazyConfig, instantiate
+
+        from vfnet_test_utils import REPO_ROOT
+
+        config = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.py")
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            weights = os.path.join(tmp, "random.pth")
+            torch.save({"model": instantiate(LazyConfig.load(config).model).state_dict()}, weights)
+            args = ["--config-file", config, "--weights", weights, "--output", tmp, "--dataset", "vfnet_shapes_val_tiny",
+                    "--max-images", "3", "model.test_score_thresh=0.0"]  # fmt: skip
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                results = load_tool("analyze_ranking").main(args)
+            self.assertIn("| `gt_class+iou` | ground truth | IoU with ground truth |", out.getvalue())
+            with open(os.path.join(tmp, "ranking.json")) as f:
+                written = json.load(f)
+            self.assertEqual((written["num_images"], written["dataset"]), (3, "vfnet_shapes_val_tiny"))
+            self.assertEqual(list(written["results"]), list(ORACLES))
+            self.assertEqual(written["results"]["model"]["AP"], results["model"]["AP"])
+            with open(os.path.join(tmp, "coco_instances_results.json")) as f:
+                self.assertEqual({d["image_id"] for d in json.load(f)}, {1, 2, 3})
 
 
 if __name__ == "__main__":
