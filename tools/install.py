@@ -6,7 +6,7 @@
 `make install` runs this. Steps (each is skipped when already done, so a re-run is fast):
   1. the environment: create the virtualenv VENV unless VENV/bin/python already exists (then that
      environment is used as it is: a venv or conda env of yours);
-  2. requirements.txt: torch==2.14.1, torchvision==0.29.2, fvcore, pycocotools, opencv-python,
+  2. requirements.txt: torch==2.14.1, torchvision==0.29.2, fvcore, pycocotools, opencv-python, matplotlib,
      build tools, pytest;
   3. detectron2, by D2_SOURCE:
        auto  an importable detectron2 already in the environment is kept as it is; otherwise the

@@ -8,7 +8,9 @@ evaluate it with COCOEvaluator, and draw its detections on a few validation imag
 Generates the dataset the first time (~20 s, into ~/.cache/vfnet/datasets, or $VFNET_DATASETS),
 then trains (~12 min on 2 cores), evaluates, and prints where everything went:
 the metrics (OUTPUT/eval_metrics.json), the checkpoint (OUTPUT/model_final.pth), the training log and
-TensorBoard events, and annotated validation images (OUTPUT/val_detections/*.png).
+TensorBoard events, annotated validation images (OUTPUT/val_detections/*.png), and the analysis
+pictures (OUTPUT/analysis/: reliability diagram of the scores, precision-recall curves, training
+curves; see vfnet.analysis).
 Overrides work as in tools/train_net.py, e.g. `model.use_vfl=False` trains with the focal loss.
 """
 import argparse
@@ -26,6 +28,8 @@ import cv2
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_setup
 
+from vfnet.analysis.coco import load_coco_ground_truth
+from vfnet.analysis.reports import write_detection_analysis, write_training_curves
 from vfnet.engine import do_train, launch_cpu, load_config
 from vfnet.predictor import LazyPredictor, draw_instances
 
@@ -46,6 +50,20 @@ def draw_validation_images(cfg, weights: str, out_dir: str, count: int) -> list:
         cv2.imwrite(path, drawn[:, :, ::-1])
         paths.append(path)
     return paths
+
+
+def write_analysis(cfg, output_dir: str) -> dict:
+    """
+    The analyses of the evaluated model into OUTPUT/analysis: the reliability diagram and ECE of
+    its scores and the per-class precision-recall curves of its val detections (the evaluator's
+    coco_instances_results.json), and the training curves of OUTPUT/metrics.json.
+    """
+    out = os.path.join(output_dir, "analysis")
+    with open(os.path.join(cfg.dataloader.evaluator.output_dir, "coco_instances_results.json")) as f:
+        detections = json.load(f)
+    report = write_detection_analysis(load_coco_ground_truth(cfg.dataloader.test.dataset.names), detections, out)
+    write_training_curves(os.path.join(output_dir, "metrics.json"), os.path.join(out, "training_curves.png"))
+    return {"folder": out, "ece": report["calibration"]["ece"]}
 
 
 def train_and_evaluate(config_file: str, overrides: list):
@@ -85,11 +103,13 @@ def main(argv=None):
     images = draw_validation_images(cfg, weights, os.path.join(output_dir, "val_detections"), args.num_images)
     with open(os.path.join(output_dir, "eval_metrics.json")) as f:
         bbox = json.load(f)["bbox"]
+    analysis = write_analysis(cfg, output_dir)
     total_minutes = (time.time() - start) / 60
     summary = {
         "bbox_AP": bbox["AP"],
         "bbox_AP50": bbox["AP50"],
         "bbox_AP75": bbox["AP75"],
+        "score_calibration_ece": analysis["ece"],
         "train_and_eval_minutes": round(train_minutes, 2),
         "total_minutes": round(total_minutes, 2),
     }
@@ -104,6 +124,7 @@ def main(argv=None):
     print(f"  checkpoint:                 {weights}")
     print(f"  training log / TensorBoard: {os.path.join(output_dir, 'log.txt')}, {output_dir}/events.out.tfevents.*")
     print(f"  detections drawn on {len(images)} val images: {os.path.dirname(images[0]) if images else '-'}")
+    print(f"  analysis (reliability diagram, PR curves, training curves): {analysis['folder']}")
     print("=" * 72)
 
 

@@ -7,11 +7,16 @@ Train or evaluate VFNet, from a LazyConfig ``.py`` or a yacs ``.yaml`` config.
     # evaluate a checkpoint
     python tools/train_net.py --config-file configs/COCO-Detection/vfnet_R_50_FPN_1x.py --eval-only \
         train.init_checkpoint=/path/to/model.pth
+    # ... and with test-time augmentation (the reference's scales and flip; see vfnet.tta)
+    python tools/train_net.py --config-file configs/COCO-Detection/vfnet_R_50_FPN_1x.py --eval-only --tta \
+        train.init_checkpoint=/path/to/model.pth
     # your own COCO-format data (number and names of classes taken from the data)
     python tools/train_net.py --config-file configs/COCO-Detection/vfnet_R_50_FPN_1x.py \
         --train-data coco:train.json:train_images/ --val-data coco:val.json:val_images/
 
 Multi-machine training, ``--resume`` and ``KEY=VALUE`` overrides work as in Detectron2's tools.
+Evaluation writes the detections as COCO json (the test-dev submission format) to
+``OUTPUT/inference/coco_instances_results.json`` (``OUTPUT/inference_TTA/`` with TTA).
 """
 import logging
 import os
@@ -32,6 +37,7 @@ from vfnet.checkpoint import VFNetCheckpointer
 from vfnet.data.user_datasets import register_dataset_spec
 from vfnet.detectors.config import NUM_CLASSES_KEY
 from vfnet.engine import Trainer, apply_overrides, do_test, do_train, launch_cpu, load_config, wrap_ddp
+from vfnet.tta import do_test_with_tta, enable_tta, tta_enabled
 
 logger = logging.getLogger("detectron2")
 
@@ -79,6 +85,8 @@ def setup(args):
     cfg = load_config(args.config_file)
     cfg = use_datasets(cfg, args.train_data, args.val_data)
     cfg = apply_overrides(cfg, args.opts)
+    if args.tta:
+        enable_tta(cfg)
     check_device(cfg)
     if isinstance(cfg, CfgNode):
         cfg.freeze()
@@ -88,13 +96,18 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if tta_enabled(cfg) and not args.eval_only:
+        logger.warning("Test-time augmentation is used by --eval-only runs; this training run evaluates without it")
     if isinstance(cfg, CfgNode):
         if args.eval_only:
             model = Trainer.build_model(cfg)
             VFNetCheckpointer(model, cfg.OUTPUT_DIR, require_head=True).resume_or_load(
                 cfg.MODEL.WEIGHTS, resume=args.resume
             )
-            return Trainer.test(cfg, model)
+            results = Trainer.test(cfg, model)
+            if tta_enabled(cfg):
+                results.update(Trainer.test_with_TTA(cfg, model))
+            return results
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         return trainer.train()
@@ -104,7 +117,10 @@ def main(args):
         model.to(cfg.train.device)
         model = wrap_ddp(model, cfg.train.device)
         VFNetCheckpointer(model, require_head=True).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
+        results = do_test(cfg, model)
+        if tta_enabled(cfg):
+            results.update(do_test_with_tta(cfg, model))
+        return results
     do_train(cfg, resume=args.resume)
     return None
 
@@ -120,11 +136,19 @@ def argument_parser():
     parser.add_argument(
         "--val-data", default="", metavar="SPEC", help="evaluate on your own data (same forms as --train-data)"
     )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="with --eval-only, also evaluate with test-time augmentation (TEST.AUG / dataloader.tta scales)",
+    )
     return parser
 
 
 def invoke_main() -> None:
-    args = argument_parser().parse_args()
+    parser = argument_parser()
+    args = parser.parse_args()
+    if args.tta and not args.eval_only:
+        parser.error("--tta evaluates a trained model: use it with --eval-only")
     print("Command Line Args:", args)
     if args.num_gpus > 1 and not torch.cuda.is_available():
         # No GPU: N data-parallel CPU processes (gloo), as Detectron2's newer `launch` does.

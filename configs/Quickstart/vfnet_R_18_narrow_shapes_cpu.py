@@ -63,6 +63,9 @@ dataloader.test = L(build_detection_test_loader)(
     num_workers=1,
 )
 dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${...train.output_dir}/inference")
+# Test-time augmentation (`tools/train_net.py --eval-only --tta`, see vfnet.tta): the reference's
+# scales (short 800-1200 for a model trained at 800) brought to this model's 160 pixels.
+dataloader.tta = dict(enabled=False, min_sizes=[160, 180, 200, 240], max_sizes=[240, 260, 300, 320], flip=True)
 
 # SGD with Detectron2's bias rule (every bias, BN's included, at lr x2 without weight decay): the
 # recipe the quickstart's numbers were measured with.

@@ -49,6 +49,19 @@ dataloader.test = L(build_detection_test_loader)(
     num_workers=4,
 )
 
+# COCOEvaluator also writes the detections as COCO json (coco_instances_results.json, the
+# test-dev submission format) into output_dir, as the yacs path does (OUTPUT_DIR/inference).
 dataloader.evaluator = L(COCOEvaluator)(
     dataset_name="${..test.dataset.names}",
+    output_dir="${...train.output_dir}/inference",
+)
+
+# Test-time augmentation (vfnet.tta), off unless `enabled` (or `tools/train_net.py --eval-only
+# --tta`): the reference's vfnet_r50_fpn_1x_coco_tta.py, short sides `min_sizes` with long sides at
+# most `max_sizes`, each also flipped horizontally; the detections of all are merged by one NMS.
+dataloader.tta = dict(
+    enabled=False,
+    min_sizes=[800, 900, 1000, 1200],
+    max_sizes=[1200, 1300, 1500, 1600],
+    flip=True,
 )

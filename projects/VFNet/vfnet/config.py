@@ -38,6 +38,13 @@ def add_vfnet_config(cfg) -> None:
     cfg.INPUT.CUTOUT.PROB = 0.5
     cfg.INPUT.CUTOUT.FILL_VALUE = 0
 
+    # Test-time augmentation (vfnet.tta: TEST.AUG.ENABLED, or `tools/train_net.py --eval-only --tta`),
+    # the reference's (vfnet_r50_fpn_1x_coco_tta.py): short sides MIN_SIZES, long sides at most
+    # MAX_SIZES (one per scale; empty: MAX_SIZE for every scale, as Detectron2), and flipped copies.
+    cfg.TEST.AUG.MIN_SIZES = (800, 900, 1000, 1200)
+    cfg.TEST.AUG.MAX_SIZES = (1200, 1300, 1500, 1600)
+    cfg.TEST.AUG.FLIP = True
+
     v = cfg.MODEL.VFNET = CN()
     v.NUM_CLASSES = 80
     v.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]

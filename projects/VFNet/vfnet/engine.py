@@ -10,6 +10,7 @@ import math
 import os
 import time
 import weakref
+from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -31,6 +32,7 @@ from .data.validation import check_dataset_dicts
 from .lr_scheduler import CyclicCosineParamScheduler
 from .solver import build_optimizer
 from .swa import SWAHook
+from .tta import MultiScaleFlipMapper, VFNetWithTTA, yacs_tta_test_config
 
 __all__ = [
     "load_config",
@@ -576,3 +578,18 @@ class Trainer(DefaultTrainer):
         results = super().test(cfg, model, evaluators)
         write_metrics(dict(results), cfg.OUTPUT_DIR, name=metrics_name)
         return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """
+        Evaluate with test-time augmentation (``TEST.AUG``; :mod:`vfnet.tta`) on images the test
+        loader does not resize; COCO results in ``OUTPUT_DIR/inference_TTA``, metrics in
+        ``OUTPUT_DIR/eval_metrics_TTA.json``, result keys suffixed ``_TTA`` as in Detectron2.
+        """
+        tta_model = VFNetWithTTA(model, MultiScaleFlipMapper(cfg))
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(yacs_tta_test_config(cfg), tta_model, evaluators, metrics_name="eval_metrics_TTA.json")
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())

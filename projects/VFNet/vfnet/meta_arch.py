@@ -373,6 +373,31 @@ class VFNet(DenseDetector):
         features: List[Tensor],
         predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
     ) -> List[Instances]:
+        return [self.select_detections(c) for c in self.decode_candidates(images, features, predictions)]
+
+    def predict_candidates(self, batched_inputs: List[Dict[str, Tensor]]) -> List[Instances]:
+        """
+        Inference up to, not including, the NMS: per image, the candidates of
+        :meth:`decode_candidates` in the coordinates of the model's input image (after the data
+        loader's resize), which is ``instances.image_size``. Used by test-time augmentation and
+        the ranking analysis (:mod:`vfnet.analysis`).
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        return self.decode_candidates(images, features, self.head(features))
+
+    def decode_candidates(
+        self,
+        images: ImageList,
+        features: List[Tensor],
+        predictions: Tuple[List[Tensor], List[Tensor], List[Tensor]],
+    ) -> List[Instances]:
+        """
+        Per image, the (point, class) candidates before NMS: ``pred_boxes`` (refined boxes, clipped
+        to the image), ``scores`` and ``pred_classes``, selected level by level with the score
+        threshold and top-k of :meth:`_select_candidates`.
+        """
         logits, _, boxes_refine = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 4]
         )
@@ -382,7 +407,7 @@ class VFNet(DenseDetector):
         for img_idx, image_size in enumerate(images.image_sizes):
             scores_per_image = [x[img_idx].sigmoid() for x in logits]
             boxes_per_image = [x[img_idx] for x in boxes_refine]
-            results.append(self.inference_single_image(points, scores_per_image, boxes_per_image, image_size))
+            results.append(self.candidates_single_image(points, scores_per_image, boxes_per_image, image_size))
         return results
 
     def inference_single_image(
@@ -399,6 +424,16 @@ class VFNet(DenseDetector):
             ltrb: per level (P_l, 4) refined distances (l, t, r, b) in pixels.
             image_size: (height, width) of the image before padding; boxes are clipped to it.
         """
+        return self.select_detections(self.candidates_single_image(points, scores, ltrb, image_size))
+
+    def candidates_single_image(
+        self,
+        points: List[Tensor],
+        scores: List[Tensor],
+        ltrb: List[Tensor],
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """The candidates of one image before NMS (arguments as :meth:`inference_single_image`)."""
         all_boxes, all_scores, all_classes = [], [], []
         for points_l, scores_l, ltrb_l in zip(points, scores, ltrb):
             point_idx, class_idx, cand_scores = self._select_candidates(scores_l)
@@ -407,8 +442,18 @@ class VFNet(DenseDetector):
             all_boxes.append(boxes.tensor)
             all_scores.append(cand_scores)
             all_classes.append(class_idx)
-        boxes, scores_all, classes = cat(all_boxes), cat(all_scores), cat(all_classes)
+        candidates = Instances(image_size)
+        candidates.pred_boxes = Boxes(cat(all_boxes))
+        candidates.scores = cat(all_scores)
+        candidates.pred_classes = cat(all_classes)
+        return candidates
 
+    def select_detections(self, candidates: Instances) -> Instances:
+        """
+        The detections among ``candidates`` (``pred_boxes``, ``scores``, ``pred_classes``): the
+        class-wise NMS (or Soft-NMS) of the model, then the ``max_detections_per_image`` best.
+        """
+        boxes, scores_all, classes = candidates.pred_boxes.tensor, candidates.scores, candidates.pred_classes
         if self.test_nms_type == "soft_nms":
             keep, scores_all_kept = batched_soft_nms(
                 boxes,
@@ -425,7 +470,7 @@ class VFNet(DenseDetector):
             keep = batched_nms(boxes, scores_all, classes, self.test_nms_thresh)[: self.max_detections_per_image]
             scores_kept = scores_all[keep]
 
-        result = Instances(image_size)
+        result = Instances(candidates.image_size)
         result.pred_boxes = Boxes(boxes[keep])
         result.scores = scores_kept
         result.pred_classes = classes[keep]
