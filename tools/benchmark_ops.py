@@ -8,8 +8,12 @@ Benchmark VFNet's fused ops against the path a user would otherwise take.
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
   1333x800 image, (1, 256, 100, 168), and a batch of 2; 256 output channels, no bias (the head's
   star convs). A plain 3x3 ``conv2d`` of the same shape is timed as a yardstick.
-- ``vfl``: :func:`vfnet.ops.varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, on
-  2 x 20000 x 80 logits with IoU targets at ~0.1% of the (point, class) pairs, reduction "sum".
+- ``vfl``: :func:`vfnet.ops.varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, and
+  a third column, ``compiled``: ``torch.compile(eager loss, dynamic=True)``, on 2 x 20000 x 80
+  and 8 x 21000 x 80 logits (COCO: P3-P7 of a 1333x800 image give ~21000 points) with IoU
+  targets at ~0.1% of the (point, class) pairs, reduction "sum". The compiled loss's first call
+  (compilation included) is timed too, in a fresh process, with an empty inductor cache
+  ("cold") and again with the cache it left ("warm").
 
 Each is timed forward (under ``torch.no_grad``) and forward + backward (gradients of every
 differentiable input), medians over ``--repeats`` runs in this process after a warm-up. Peak
@@ -30,6 +34,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 try:
@@ -44,7 +49,7 @@ from vfnet.losses import varifocal_loss as eager_varifocal_loss
 from vfnet.ops import star_deform_conv, star_deform_conv_reference, use_fused_kernels, varifocal_loss
 
 STAR_SHAPES = {"P3 1x256x100x168": (1, 256, 100, 168), "P3 2x256x100x168": (2, 256, 100, 168)}
-VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80)}
+VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80), "VFL 8x21000x80": (8, 21000, 80)}
 PASSES = ("fwd", "fwd+bwd")
 
 
@@ -71,6 +76,20 @@ def vfl_inputs(shape, device, requires_grad):
     return [logits.to(device).requires_grad_(requires_grad), targets.to(device)]
 
 
+_COMPILED_VFL = None
+
+
+def compiled_varifocal_loss(*args, **kwargs):
+    """``torch.compile`` of the eager loss, one compilation for every shape (dynamic shapes)."""
+    global _COMPILED_VFL
+    if _COMPILED_VFL is None:
+        _COMPILED_VFL = torch.compile(eager_varifocal_loss, dynamic=True)
+    return _COMPILED_VFL(*args, **kwargs)
+
+
+VFL_IMPLS = {"ours": varifocal_loss, "baseline": eager_varifocal_loss, "compiled": compiled_varifocal_loss}
+
+
 def make_fn(op, impl, shape, device, backward):
     """A closure running one pass, and the tensors it needs (kept alive by the caller)."""
     if op == "star_conv":
@@ -86,7 +105,7 @@ def make_fn(op, impl, shape, device, backward):
         inputs = (x, ltrb, weight, grad_out)
     else:
         logits, targets = vfl_inputs(shape, device, backward)
-        loss = varifocal_loss if impl == "ours" else eager_varifocal_loss
+        loss = VFL_IMPLS[impl]
         fn_out = lambda: loss(logits, targets, reduction="sum")  # noqa: E731
         grads = (logits,)
         grad_out = None
@@ -152,10 +171,12 @@ def memory_child(spec):
     """Runs in a fresh process: one pass, prints the peak RSS above the RSS before it."""
     torch.set_num_threads(spec["threads"])
     op, impl, shape, backward = spec["op"], spec["impl"], tuple(spec["shape"]), spec["backward"]
-    # Warm up on a small input (loads kernels, starts the thread pool, sizes BLAS buffers).
-    small = (1, 16, 8, 8) if op == "star_conv" else (1, 64, 80)
+    # Warm up on a small input (loads kernels, starts the thread pool, sizes BLAS buffers); the
+    # VFL on the measured shape itself, so that compilation is not part of the measured pass.
+    small = (1, 16, 8, 8) if op == "star_conv" else shape
     warm_fn, _ = make_fn(op, impl, small, "cpu", backward)
     warm_fn()
+    del warm_fn
     fn, inputs = make_fn(op, impl, shape, "cpu", backward)
     gc.collect()
     rss_before = _proc_status_kib("VmRSS")
@@ -167,6 +188,28 @@ def memory_child(spec):
     if not exact and peak <= maxrss_before:
         peak = maxrss_before  # the pass did not raise the old high-water mark: an upper bound
     print(json.dumps({"peak_extra_bytes": max(0, peak - rss_before) * 1024, "exact": exact}))
+
+
+def first_call_child(spec):
+    """Runs in a fresh process: the first call of the compiled VFL (compilation included)."""
+    torch.set_num_threads(spec["threads"])
+    fn, inputs = make_fn("vfl", "compiled", tuple(spec["shape"]), spec["device"], spec["backward"])
+    sync(spec["device"])
+    t0 = time.perf_counter()
+    fn()
+    sync(spec["device"])
+    print(json.dumps({"first_call_s": time.perf_counter() - t0}))
+
+
+def compiled_first_call_seconds(shape, device, backward, threads, cache_dir):
+    """Seconds of the compiled VFL's first call in a fresh process with inductor cache ``cache_dir``."""
+    spec = {"shape": list(shape), "device": device, "backward": backward, "threads": threads}
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONWARNINGS="ignore")
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--first-call-child", json.dumps(spec)],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["first_call_s"]
 
 
 def cpu_peak_memory(op, impl, shape, backward, threads):
@@ -204,8 +247,10 @@ def run(args):
     ]
     if args.quick:
         cases = [cases[0], cases[-1]]
+    if args.op:
+        cases = [c for c in cases if c[0] == args.op]
     for op, name, shape in cases:
-        impls = ("ours", "baseline", "conv2d") if op == "star_conv" else ("ours", "baseline")
+        impls = ("ours", "baseline", "conv2d") if op == "star_conv" else ("ours", "baseline", "compiled")
         repeats = args.repeats or (5 if (op == "star_conv" and device == "cpu") else 20 if device == "cpu" else 50)
         for pass_name in PASSES:
             backward = pass_name == "fwd+bwd"
@@ -224,6 +269,18 @@ def run(args):
                         row[f"{impl}_peak_bytes"] = cpu_peak_memory(op, impl, shape, backward, threads)
                 print(f"  {name:18s} {pass_name:8s} {impl:9s} {median * 1e3:10.2f} ms", file=sys.stderr, flush=True)
             row["speedup"] = row["baseline_ms"] / row["ours_ms"]
+            if "compiled_ms" in row:
+                row["ours_over_compiled"] = row["ours_ms"] / row["compiled_ms"]
+                if "compiled_peak_bytes" in row:
+                    row["ours_over_compiled_peak"] = row["ours_peak_bytes"] / max(1, row["compiled_peak_bytes"])
+                if not args.no_first_call:
+                    with tempfile.TemporaryDirectory() as cold:
+                        row["compiled_first_call_cold_s"] = compiled_first_call_seconds(
+                            shape, device, backward, threads, cold
+                        )
+                        row["compiled_first_call_warm_s"] = compiled_first_call_seconds(
+                            shape, device, backward, threads, cold
+                        )
             if "conv2d_ms" in row:
                 row["ours_over_conv2d"] = row["ours_ms"] / row["conv2d_ms"]
             if "ours_peak_bytes" in row:
@@ -274,6 +331,26 @@ def print_table(results, device):
         "(baseline: star_conv = star offsets by PyTorch ops + torchvision deform_conv2d; vfl = eager "
         "vfnet.losses.varifocal_loss. MiB = peak memory above the inputs during the pass)"
     )
+    compiled = [r for r in results if "compiled_ms" in r]
+    if compiled:
+        header = (
+            f"{'op':9s} {'case':18s} {'pass':8s} {'ours ms':>9s} {'comp ms':>9s} {'ours/comp':>9s} "
+            f"{'ours MiB':>9s} {'comp MiB':>9s} {'1st cold s':>10s} {'1st warm s':>10s}"
+        )
+        print()
+        print(header)
+        print("-" * len(header))
+        for r in compiled:
+            first = lambda k: f"{r[k]:10.2f}" if k in r else "         -"  # noqa: E731
+            print(
+                f"{r['op']:9s} {r['case']:18s} {r['pass']:8s} {r['ours_ms']:9.2f} {r['compiled_ms']:9.2f} "
+                f"{r['ours_over_compiled']:9.2f} {mib(r.get('ours_peak_bytes'))} {mib(r.get('compiled_peak_bytes'))} "
+                f"{first('compiled_first_call_cold_s')} {first('compiled_first_call_warm_s')}"
+            )
+        print(
+            "(comp: torch.compile of the eager loss, dynamic shapes; 1st: its first call in a fresh "
+            "process, compilation included, with an empty / a filled inductor cache)"
+        )
     for name, ok in targets(results, device):
         print(f"target {'met   ' if ok else 'MISSED'}  {name}")
 
@@ -285,17 +362,25 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    parser.add_argument("--quick", action="store_true", help="one star_conv case and the VFL case")
+    parser.add_argument("--quick", action="store_true", help="one star_conv case and the last VFL case")
+    parser.add_argument("--op", choices=["star_conv", "vfl"], default=None, help="only this op's cases")
     parser.add_argument(
         "--tf32",
         action="store_true",
         help="CUDA: let float32 matmuls use TF32 (torch.backends.cuda.matmul.allow_tf32; off by default "
         "in torch, while cuDNN's conv2d, the yardstick, uses TF32 by default)",
     )
+    parser.add_argument(
+        "--no-first-call", action="store_true", help="skip timing the compiled loss's first call (compilation)"
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--first-call-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         memory_child(json.loads(args.memory_child))
+        return 0
+    if args.first_call_child is not None:
+        first_call_child(json.loads(args.first_call_child))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
