@@ -9,8 +9,13 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vfnet import FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
-from vfnet.meta_arch import distances_to_boxes
 from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
+
+
+def _anchors(points, side=64.0):
+    """Square anchors of ``side`` pixels centred on the (x, y) ``points``."""
+    xy = torch.tensor(points, dtype=torch.float32)
+    return Boxes(torch.cat((xy - side / 2, xy + side / 2), dim=1))
 
 
 def _batch(with_gt=True):
@@ -99,36 +104,52 @@ class VFNetInferenceTest(unittest.TestCase):
 
     def test_decode_and_clip(self):
         model = small_vfnet(test_score_thresh=0.5, test_nms_thresh=0.6, max_detections_per_image=10)
-        points = [torch.tensor([[10.0, 20.0], [30.0, 40.0]])]
+        anchors = [_anchors([[10.0, 20.0], [30.0, 40.0]])]
         scores = [torch.tensor([[0.9, 0.1], [0.2, 0.7]])]
         ltrb = [torch.tensor([[5.0, 30.0, 100.0, 2.0], [1.0, 2.0, 3.0, 4.0]])]
-        inst = model.inference_single_image(points, scores, ltrb, (50, 60))
+        inst = model.inference_single_image(anchors, scores, ltrb, (50, 60))
         # (10 - 5, 20 - 30, 10 + 100, 20 + 2) clipped to width 60 / height 50.
         self.assertEqual(inst.pred_boxes.tensor.tolist(), [[5.0, 0.0, 60.0, 22.0], [29.0, 38.0, 33.0, 44.0]])
         self.assertEqual(inst.pred_classes.tolist(), [0, 1])
         self.assertEqual(inst.scores.tolist(), [0.8999999761581421, 0.699999988079071])
+
+    @staticmethod
+    def _candidate_pairs(model, scores):
+        """(point, class) of the candidates of one level whose point i is at x = 100 i."""
+        anchors = [_anchors([[100.0 * i, 50.0] for i in range(len(scores))])]
+        inst = model.candidates_single_image(anchors, [scores], [torch.zeros(len(scores), 4)], (1000, 1000))
+        points = (inst.pred_boxes.tensor[:, 0] / 100).round().long()
+        return list(zip(points.tolist(), inst.pred_classes.tolist()))
 
     def test_topk_modes(self):
         # Point 0 has the best single score but point 1 has two classes above threshold.
         scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
         pairs = small_vfnet(test_topk_candidates=2, test_topk_mode="pairs", test_score_thresh=0.05)
         points_mode = small_vfnet(test_topk_candidates=2, test_topk_mode="points", test_score_thresh=0.05)
-        p, c, s = pairs._select_candidates(scores)
-        self.assertEqual(list(zip(p.tolist(), c.tolist())), [(0, 0), (1, 0)])
-        p, c, s = points_mode._select_candidates(scores)
-        self.assertEqual(sorted(zip(p.tolist(), c.tolist())), [(0, 0), (1, 0), (1, 1)])
+        self.assertEqual(self._candidate_pairs(pairs, scores), [(0, 0), (1, 0)])
+        self.assertEqual(sorted(self._candidate_pairs(points_mode, scores)), [(0, 0), (1, 0), (1, 1)])
+
+    def test_topk_of_zero_or_more_than_there_are_keeps_every_pair_above_the_threshold(self):
+        scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
+        expected = [(0, 0), (1, 0), (1, 1), (2, 1), (2, 0)]  # by descending score
+        for mode, topks in (("pairs", (0, -1, 6)), ("points", (0, -1, 3))):
+            for topk in topks:
+                model = small_vfnet(test_topk_candidates=topk, test_topk_mode=mode, test_score_thresh=0.05)
+                self.assertEqual(self._candidate_pairs(model, scores), expected, (mode, topk))
 
     def test_classwise_nms(self):
         model = small_vfnet(test_score_thresh=0.05, test_nms_thresh=0.6)
-        points = [torch.tensor([[50.0, 50.0], [51.0, 50.0]])]
+        anchors = [_anchors([[50.0, 50.0], [51.0, 50.0]])]
         ltrb = [torch.full((2, 4), 20.0)]
-        same_class = model.inference_single_image(points, [torch.tensor([[0.9, 0.0], [0.8, 0.0]])], ltrb, (100, 100))
-        other_class = model.inference_single_image(points, [torch.tensor([[0.9, 0.0], [0.0, 0.8]])], ltrb, (100, 100))
+        same_class = model.inference_single_image(anchors, [torch.tensor([[0.9, 0.0], [0.8, 0.0]])], ltrb, (100, 100))
+        other_class = model.inference_single_image(anchors, [torch.tensor([[0.9, 0.0], [0.0, 0.8]])], ltrb, (100, 100))
         self.assertEqual(len(same_class), 1)
         self.assertEqual(len(other_class), 2)
 
-    def test_distances_to_boxes(self):
-        boxes = distances_to_boxes(torch.tensor([[8.0, 16.0]]), torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    def test_box_decoding_is_distances_from_the_anchor_centre_in_pixels(self):
+        model = small_vfnet()
+        anchor = _anchors([[8.0, 16.0]], side=64.0).tensor  # not normalised by its size
+        boxes = model.box2box_transform.apply_deltas(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), anchor)
         self.assertEqual(boxes.tolist(), [[7.0, 14.0, 11.0, 20.0]])
 
 

@@ -14,25 +14,11 @@ import math
 from typing import List, Sequence, Tuple
 
 import torch
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes, pairwise_iou, pairwise_point_box_distance
 
 __all__ = ["ATSSAssigner", "FCOSAssigner"]
 
 _INSIDE_EPS = 0.01
-
-
-def _centers(boxes: torch.Tensor) -> torch.Tensor:
-    """(N, 4) XYXY -> (N, 2) (cx, cy)."""
-    return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0), dim=1)
-
-
-def _point_box_distances(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """points (P, 2), boxes (G, 4) XYXY -> (P, G, 4) distances (l, t, r, b) from points to sides."""
-    x, y = points[:, 0, None], points[:, 1, None]
-    return torch.stack(
-        (x - boxes[None, :, 0], y - boxes[None, :, 1], boxes[None, :, 2] - x, boxes[None, :, 3] - y),
-        dim=2,
-    )
 
 
 class ATSSAssigner:
@@ -65,11 +51,11 @@ class ATSSAssigner:
         if num_gt == 0 or len(valid_idxs) == 0:
             return matched_idxs
 
-        anchors = Boxes.cat(anchors_per_level).tensor[valid_idxs]
-        gt = gt_boxes.tensor
-        ious = pairwise_iou(Boxes(anchors), gt_boxes)  # (A, G)
-        anchor_centers = _centers(anchors)
-        distances = (anchor_centers[:, None, :] - _centers(gt)[None, :, :]).pow(2).sum(-1).sqrt()
+        anchors = Boxes(Boxes.cat(anchors_per_level).tensor[valid_idxs])
+        ious = pairwise_iou(anchors, gt_boxes)  # (A, G)
+        anchor_centers = anchors.get_centers()
+        # Euclidean distances as the reference computes them (torch.cdist rounds differently).
+        distances = (anchor_centers[:, None, :] - gt_boxes.get_centers()[None, :, :]).pow(2).sum(-1).sqrt()
 
         # Candidates: per level, the topk valid anchors nearest to each GT centre.
         num_valid_per_level = [int(v.sum()) for v in valid_per_level]
@@ -88,20 +74,9 @@ class ATSSAssigner:
         threshold = candidate_ious.mean(0) + candidate_ious.std(0)
         is_pos = candidate_ious >= threshold[None, :]
 
-        candidate_centers = anchor_centers[candidate_idxs]  # (K, G, 2)
-        inside = (
-            torch.stack(
-                (
-                    candidate_centers[..., 0] - gt[:, 0],
-                    candidate_centers[..., 1] - gt[:, 1],
-                    gt[:, 2] - candidate_centers[..., 0],
-                    gt[:, 3] - candidate_centers[..., 1],
-                ),
-                dim=-1,
-            ).amin(dim=-1)
-            > _INSIDE_EPS
-        )
-        is_pos &= inside
+        # (A, G, 4) side distances, read at each GT's own candidates -> (K, G)
+        side_distances = pairwise_point_box_distance(anchor_centers, gt_boxes)
+        is_pos &= side_distances[candidate_idxs, gt_range].amin(dim=-1) > _INSIDE_EPS
 
         # A point claimed by several GTs keeps the one of highest IoU.
         claimed_ious = torch.full_like(ious, -math.inf)
@@ -165,39 +140,24 @@ class FCOSAssigner:
         ranges = torch.cat(
             [points.new_tensor(r).expand(n, 2) for r, n in zip(self.regress_ranges, level_sizes)]
         )
-        ltrb = _point_box_distances(points, gt)  # (P, G, 4)
+        ltrb = pairwise_point_box_distance(points, gt_boxes)  # (P, G, 4)
 
         if self.center_sampling:
-            radius = torch.cat(
-                [points.new_full((n,), s * self.center_sample_radius) for s, n in zip(self.strides, level_sizes)]
-            )[:, None]
-            center = _centers(gt)
-            sample_region = torch.stack(
-                (
-                    torch.maximum(center[:, 0] - radius, gt[:, 0]),
-                    torch.maximum(center[:, 1] - radius, gt[:, 1]),
-                    torch.minimum(center[:, 0] + radius, gt[:, 2]),
-                    torch.minimum(center[:, 1] + radius, gt[:, 3]),
-                ),
-                dim=-1,
-            )  # (P, G, 4)
-            x, y = points[:, 0, None], points[:, 1, None]
-            region_ltrb = torch.stack(
-                (
-                    x - sample_region[..., 0],
-                    y - sample_region[..., 1],
-                    sample_region[..., 2] - x,
-                    sample_region[..., 3] - y,
-                ),
-                dim=-1,
-            )
-            inside = region_ltrb.amin(dim=-1) > 0
+            # Per level, each GT's sampling region: a square of radius * stride around its
+            # centre, cut to the GT.
+            center = gt_boxes.get_centers()
+            inside = []
+            for points_l, stride in zip(points.split(level_sizes), self.strides):
+                radius = stride * self.center_sample_radius
+                region = torch.cat((torch.maximum(center - radius, gt[:, :2]), torch.minimum(center + radius, gt[:, 2:])), 1)
+                inside.append(pairwise_point_box_distance(points_l, Boxes(region)).amin(dim=-1) > 0)
+            inside = torch.cat(inside)
         else:
             inside = ltrb.amin(dim=-1) > 0
 
         max_distance = ltrb.amax(dim=-1)
         in_range = (max_distance >= ranges[:, None, 0]) & (max_distance <= ranges[:, None, 1])
-        areas = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None].expand(num_points, num_gt)
+        areas = gt_boxes.area()[None].expand(num_points, num_gt)
         areas = torch.where(inside & in_range, areas, torch.full_like(areas, math.inf))
         min_area, min_area_idx = areas.min(dim=1)
         return torch.where(min_area < math.inf, min_area_idx, torch.full_like(min_area_idx, -1))

@@ -8,6 +8,7 @@ from detectron2.config import configurable
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
@@ -22,23 +23,10 @@ from .losses import varifocal_loss
 from .ops import varifocal_loss as fused_varifocal_loss
 from .nms import batched_soft_nms
 
-__all__ = ["VFNet", "distances_to_boxes"]
+__all__ = ["VFNet"]
 
 # The reference adds float32 eps to every loss normaliser.
 _NORMALIZER_EPS = torch.finfo(torch.float32).eps
-
-
-def distances_to_boxes(points: Tensor, ltrb: Tensor) -> Tensor:
-    """points (..., 2) as (x, y) and distances ltrb (..., 4) -> boxes (..., 4) XYXY, all in pixels."""
-    return torch.stack(
-        (
-            points[..., 0] - ltrb[..., 0],
-            points[..., 1] - ltrb[..., 1],
-            points[..., 0] + ltrb[..., 2],
-            points[..., 1] + ltrb[..., 3],
-        ),
-        dim=-1,
-    )
 
 
 def _mean_over_workers(value: Tensor) -> Tensor:
@@ -158,6 +146,8 @@ class VFNet(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
         self.fused_ops = fused_ops
+        # The head predicts distances (l, t, r, b) in pixels from each anchor's centre.
+        self.box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -306,7 +296,7 @@ class VFNet(DenseDetector):
         logits = cat(logits, dim=1)  # (N, P, C)
         boxes_init = cat(boxes_init, dim=1)
         boxes_refine = cat(boxes_refine, dim=1)
-        points = Boxes.cat(anchors).get_centers()  # (P, 2)
+        anchors = Boxes.cat(anchors).tensor  # (P, 4)
 
         pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
         num_pos = pos_mask.sum()
@@ -314,10 +304,10 @@ class VFNet(DenseDetector):
         pos_normalizer = max(_mean_over_workers(num_pos.float()).item(), 1.0)
 
         pos_images, pos_points = pos_mask.nonzero(as_tuple=True)
-        pos_xy = points[pos_points]
+        pos_anchors = anchors[pos_points]
         pos_targets = gt_boxes[pos_images, pos_points]
-        pos_init = distances_to_boxes(pos_xy, boxes_init[pos_images, pos_points])
-        pos_refine = distances_to_boxes(pos_xy, boxes_refine[pos_images, pos_points])
+        pos_init = self.box2box_transform.apply_deltas(boxes_init[pos_images, pos_points], pos_anchors)
+        pos_refine = self.box2box_transform.apply_deltas(boxes_refine[pos_images, pos_points], pos_anchors)
 
         loss_bbox_init, _ = self._iou_weighted_giou_loss(pos_init, pos_targets)
         loss_bbox_refine, iou_refine = self._iou_weighted_giou_loss(pos_refine, pos_targets)
@@ -396,57 +386,63 @@ class VFNet(DenseDetector):
         """
         Per image, the (point, class) candidates before NMS: ``pred_boxes`` (refined boxes, clipped
         to the image), ``scores`` and ``pred_classes``, selected level by level with the score
-        threshold and top-k of :meth:`_select_candidates`.
+        threshold and top-k of ``test_topk_mode``.
         """
         logits, _, boxes_refine = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 4]
         )
         anchors = self.anchor_generator(features)
-        points = [a.get_centers() for a in anchors]
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):
             scores_per_image = [x[img_idx].sigmoid() for x in logits]
             boxes_per_image = [x[img_idx] for x in boxes_refine]
-            results.append(self.candidates_single_image(points, scores_per_image, boxes_per_image, image_size))
+            results.append(self.candidates_single_image(anchors, scores_per_image, boxes_per_image, image_size))
         return results
 
     def inference_single_image(
         self,
-        points: List[Tensor],
+        anchors: List[Boxes],
         scores: List[Tensor],
         ltrb: List[Tensor],
         image_size: Tuple[int, int],
     ) -> Instances:
         """
         Args:
-            points: per level (P_l, 2) point coordinates (x, y) in pixels.
+            anchors: per level (P_l,) anchors; their centres are the points.
             scores: per level (P_l, C) class scores in [0, 1].
             ltrb: per level (P_l, 4) refined distances (l, t, r, b) in pixels.
             image_size: (height, width) of the image before padding; boxes are clipped to it.
         """
-        return self.select_detections(self.candidates_single_image(points, scores, ltrb, image_size))
+        return self.select_detections(self.candidates_single_image(anchors, scores, ltrb, image_size))
 
     def candidates_single_image(
         self,
-        points: List[Tensor],
+        anchors: List[Boxes],
         scores: List[Tensor],
         ltrb: List[Tensor],
         image_size: Tuple[int, int],
     ) -> Instances:
         """The candidates of one image before NMS (arguments as :meth:`inference_single_image`)."""
-        all_boxes, all_scores, all_classes = [], [], []
-        for points_l, scores_l, ltrb_l in zip(points, scores, ltrb):
-            point_idx, class_idx, cand_scores = self._select_candidates(scores_l)
-            boxes = Boxes(distances_to_boxes(points_l[point_idx], ltrb_l[point_idx]))
-            boxes.clip(image_size)
-            all_boxes.append(boxes.tensor)
-            all_scores.append(cand_scores)
-            all_classes.append(class_idx)
-        candidates = Instances(image_size)
-        candidates.pred_boxes = Boxes(cat(all_boxes))
-        candidates.scores = cat(all_scores)
-        candidates.pred_classes = cat(all_classes)
-        return candidates
+        topk = self.test_topk_candidates
+        per_level = []
+        for anchors_l, scores_l, ltrb_l in zip(anchors, scores, ltrb):
+            if self.test_topk_mode == "pairs" or not 0 < topk < len(anchors_l):
+                # Detectron2 keeps min(top-k, count) pairs. Every pair above the threshold when
+                # top-k <= 0, or in "points" mode when top-k does not select among the points
+                # (the original repository then keeps all of them).
+                pairs_topk = topk if self.test_topk_mode == "pairs" and topk > 0 else scores_l.numel()
+                candidates = self._decode_per_level_predictions(
+                    anchors_l, scores_l, ltrb_l, self.test_score_thresh, pairs_topk, image_size
+                )
+            else:
+                point_idx, class_idx, cand_scores = self._top_points_candidates(scores_l)
+                boxes = self.box2box_transform.apply_deltas(ltrb_l[point_idx], anchors_l.tensor[point_idx])
+                candidates = Instances(
+                    image_size, pred_boxes=Boxes(boxes), scores=cand_scores, pred_classes=class_idx
+                )
+            candidates.pred_boxes.clip(image_size)
+            per_level.append(candidates)
+        return Instances.cat(per_level)
 
     def select_detections(self, candidates: Instances) -> Instances:
         """
@@ -476,19 +472,17 @@ class VFNet(DenseDetector):
         result.pred_classes = classes[keep]
         return result
 
-    def _select_candidates(self, scores: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """(P, C) scores of one level -> (point index, class index, score) of the candidates."""
-        topk = self.test_topk_candidates
-        if self.test_topk_mode == "points" and 0 < topk < scores.shape[0]:
-            point_order = scores.max(dim=1).values.topk(topk).indices
-            point_idx, class_idx = (scores[point_order] > self.test_score_thresh).nonzero(as_tuple=True)
-            point_idx = point_order[point_idx]
-            return point_idx, class_idx, scores[point_idx, class_idx]
-        keep = scores > self.test_score_thresh
-        cand_scores = scores[keep]
-        candidates = keep.nonzero()
-        cand_scores, order = cand_scores.sort(descending=True)
-        if topk > 0:
-            order, cand_scores = order[:topk], cand_scores[:topk]
-        candidates = candidates[order]
-        return candidates[:, 0], candidates[:, 1], cand_scores
+    def _top_points_candidates(self, scores: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        The "points" mode of the original VarifocalNet repository: the ``test_topk_candidates``
+        (< P) points of best class score, then their (point, class) pairs above the score threshold.
+
+        Args:
+            scores: (P, C) scores of one level.
+        Returns:
+            (point index, class index, score) of the candidates.
+        """
+        point_order = scores.max(dim=1).values.topk(self.test_topk_candidates).indices
+        point_idx, class_idx = (scores[point_order] > self.test_score_thresh).nonzero(as_tuple=True)
+        point_idx = point_order[point_idx]
+        return point_idx, class_idx, scores[point_idx, class_idx]
