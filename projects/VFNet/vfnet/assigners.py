@@ -54,7 +54,8 @@ class ATSSAssigner:
         anchors = Boxes(Boxes.cat(anchors_per_level).tensor[valid_idxs])
         ious = pairwise_iou(anchors, gt_boxes)  # (A, G)
         anchor_centers = anchors.get_centers()
-        # Euclidean distances as the reference computes them (torch.cdist rounds differently).
+        # The reference's formula: torch.cdist goes through a matrix product for large inputs and
+        # rounds otherwise, which can reorder near-ties in the top-k below.
         distances = (anchor_centers[:, None, :] - gt_boxes.get_centers()[None, :, :]).pow(2).sum(-1).sqrt()
 
         # Candidates: per level, the topk valid anchors nearest to each GT centre.
