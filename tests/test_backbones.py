@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
 from vfnet import add_vfnet_config
-from vfnet.backbone import DeformBottleneckBlock, make_resnet_stages
+from vfnet.resnet import DeformBottleneckBlock, make_resnet_stages
 from vfnet.layers import FrozenStatsBatchNorm2d, ModulatedDeformConv2d, resolve_norm
 from vfnet.mmdet_checkpoint import UnsupportedCheckpointError, convert_imagenet_state_dict, converted_checkpoint
 from vfnet.pafpnx import PAFPNX

@@ -2,18 +2,14 @@
 import os
 
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import FPN, ResNet
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import BasicStem
+from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
 
-from vfnet import ATSSAssigner, VFNet, VFNetHead, make_resnet_stages
+from vfnet import ATSSAssigner, VFNet, VFNetHead
+from vfnet.builders import STRIDES, fpn_p3_p7, head_input_shape, point_generator, resnet_bottom_up
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES_DIR = os.environ.get("VFNET_FIXTURES_DIR", os.path.join(REPO_ROOT, "..", "shared", "fixtures"))
-STRIDES = (8, 16, 32, 64, 128)
 
 
 def fixture_paths():
@@ -25,20 +21,10 @@ def fixture_paths():
 def small_vfnet(num_classes: int = 5, dcn_on_last_conv: bool = False, assigner=None, **kwargs) -> VFNet:
     """A ResNet-18 of 16-channel stem, 32-channel FPN and head: the full architecture, small."""
     torch.manual_seed(0)
-    bottom_up = ResNet(
-        BasicStem(3, 16, norm="FrozenBN"),
-        make_resnet_stages(18, stem_channels=16, norm="FrozenBN"),
-        out_features=["res3", "res4", "res5"],
-        freeze_at=0,
-    )
-    backbone = FPN(
-        bottom_up=bottom_up,
-        in_features=["res3", "res4", "res5"],
-        out_channels=32,
-        top_block=LastLevelP6P7(32, 32, in_feature="p5"),
-    )
+    bottom_up = resnet_bottom_up(depth=18, stem_channels=16, norm="FrozenBN", freeze_at=0)
+    backbone = instantiate(fpn_p3_p7(bottom_up, out_channels=32))
     head = VFNetHead(
-        input_shape=[ShapeSpec(channels=32, stride=s) for s in STRIDES],
+        input_shape=head_input_shape(32, STRIDES),
         num_classes=num_classes,
         feat_channels=32,
         stacked_convs=2,
@@ -48,9 +34,7 @@ def small_vfnet(num_classes: int = 5, dcn_on_last_conv: bool = False, assigner=N
         backbone=backbone,
         head=head,
         head_in_features=["p3", "p4", "p5", "p6", "p7"],
-        anchor_generator=DefaultAnchorGenerator(
-            sizes=[[8 * s] for s in STRIDES], aspect_ratios=[1.0], strides=list(STRIDES), offset=0.0
-        ),
+        anchor_generator=instantiate(point_generator(STRIDES, anchor_scale=8, offset=0.0)),
         assigner=assigner or ATSSAssigner(topk=9),
         num_classes=num_classes,
         pixel_mean=[123.675, 116.28, 103.53],

@@ -5,19 +5,13 @@
 # P6 without a ReLU in between (Detectron2's LastLevelP6P7 has one). ATSS edits `top_block` to
 # take P5's output instead; RepPoints sets `norm="GN"` on the FPN and the top block.
 from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
+from detectron2.modeling.backbone import FPN
 
-from vfnet import make_resnet_stages
+from vfnet.builders import resnet_bottom_up
 from vfnet.detectors import ExtraLevels
-from vfnet.layers import resolve_norm
 
 backbone = L(FPN)(
-    bottom_up=L(ResNet)(
-        stem=L(BasicStem)(in_channels=3, out_channels=64, norm=L(resolve_norm)(norm="FrozenStatsBN")),
-        stages=L(make_resnet_stages)(depth=50, stride_in_1x1=False, norm="FrozenStatsBN"),
-        out_features=["res3", "res4", "res5"],
-        freeze_at=2,
-    ),
+    bottom_up=resnet_bottom_up(depth=50, stride_in_1x1=False, norm="FrozenStatsBN", freeze_at=2),
     in_features="${.bottom_up.out_features}",
     out_channels=256,
     norm="",

@@ -4,9 +4,9 @@
 # centerness targets, centerness BCE; FPN P6 from P5's output (no ReLU before P7).
 # Varifocal Loss on IoU targets, or with `use_vfl=False` the focal loss.
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 
 from vfnet import ATSSAssigner
+from vfnet.builders import STRIDES, head_input_shape
 from vfnet.detectors import ATSS, ATSSHead, MMDetAnchorGenerator, MMDetBox2BoxTransform
 
 from ._resnet_fpn_mmdet import backbone
@@ -16,7 +16,7 @@ backbone.top_block.update(in_channels="${..out_channels}", in_feature="p5")
 model = L(ATSS)(
     backbone=backbone,
     head=L(ATSSHead)(
-        input_shape=[ShapeSpec(channels=256, stride=s) for s in [8, 16, 32, 64, 128]],
+        input_shape=head_input_shape(256, STRIDES),
         num_classes="${..num_classes}",
         num_anchors=1,
         feat_channels=256,

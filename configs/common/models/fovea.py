@@ -4,9 +4,8 @@
 # tower without norm, smooth-L1 (beta 0.11) on the log-distances; FPN P6 from C5.
 # Varifocal Loss on IoU targets, or with `use_vfl=False` the focal loss (alpha 0.4, gamma 1.5).
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 
+from vfnet.builders import STRIDES, head_input_shape, point_generator
 from vfnet.detectors import FoveaAssigner, FoveaBox, FoveaHead
 
 from ._resnet_fpn_mmdet import backbone
@@ -14,7 +13,7 @@ from ._resnet_fpn_mmdet import backbone
 model = L(FoveaBox)(
     backbone=backbone,
     head=L(FoveaHead)(
-        input_shape=[ShapeSpec(channels=256, stride=s) for s in [8, 16, 32, 64, 128]],
+        input_shape=head_input_shape(256, STRIDES),
         num_classes="${..num_classes}",
         feat_channels=256,
         stacked_convs=4,
@@ -23,9 +22,7 @@ model = L(FoveaBox)(
     ),
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     # one point per cell, at its centre ((x + 0.5) * s, (y + 0.5) * s)
-    point_generator=L(DefaultAnchorGenerator)(
-        sizes=[[8], [16], [32], [64], [128]], aspect_ratios=[1.0], strides=[8, 16, 32, 64, 128], offset=0.5
-    ),
+    point_generator=point_generator(STRIDES, anchor_scale=1, offset=0.5),
     assigner=L(FoveaAssigner)(scale_ranges=[(1, 64), (32, 128), (64, 256), (128, 512), (256, 2048)], sigma=0.4),
     base_edges=[16, 32, 64, 128, 256],
     num_classes=80,

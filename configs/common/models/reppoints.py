@@ -6,9 +6,8 @@
 # FPN with GN, P6 from C5.
 # Varifocal Loss on IoU targets, or with `use_vfl=False` the focal loss.
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 
+from vfnet.builders import STRIDES, head_input_shape, point_generator
 from vfnet.detectors import MaxIoUMatcher, PointAssigner, RepPoints, RepPointsHead
 
 from ._resnet_fpn_mmdet import backbone
@@ -18,7 +17,7 @@ backbone.norm = "GN"
 model = L(RepPoints)(
     backbone=backbone,
     head=L(RepPointsHead)(
-        input_shape=[ShapeSpec(channels=256, stride=s) for s in [8, 16, 32, 64, 128]],
+        input_shape=head_input_shape(256, STRIDES),
         num_classes="${..num_classes}",
         feat_channels=256,
         point_feat_channels=256,
@@ -31,9 +30,7 @@ model = L(RepPoints)(
     ),
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     # one point per cell, at its corner (x * s, y * s)
-    point_generator=L(DefaultAnchorGenerator)(
-        sizes=[[8], [16], [32], [64], [128]], aspect_ratios=[1.0], strides=[8, 16, 32, 64, 128], offset=0.0
-    ),
+    point_generator=point_generator(STRIDES, anchor_scale=1, offset=0.0),
     init_assigner=L(PointAssigner)(scale=4, pos_num=1),
     refine_matcher=L(MaxIoUMatcher)(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0),
     num_classes=80,

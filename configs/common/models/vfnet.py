@@ -6,38 +6,22 @@
 # reference's checkpoints expect. FPN P3-P5 from C3-C5, P6/P7 from P5's output.
 # The deformable (DCNv2) rows set `stages.deform_on_per_stage`; Res2Net and VFNet-X replace the
 # bottom-up / the neck (see `vfnet_res2net.py`, `vfnetx.py` next to this file).
+# The parts come from vfnet.builders (shared with the yacs configs, the parity tool and the
+# tests); each is the LazyCall tree it shows, e.g. `model.backbone.bottom_up.stages.depth`.
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.backbone import FPN, BasicStem, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from vfnet import ATSSAssigner, VFNet, VFNetHead, make_resnet_stages
-from vfnet.layers import resolve_norm
+from vfnet import ATSSAssigner, VFNet, VFNetHead
+from vfnet.builders import STRIDES, fpn_p3_p7, head_input_shape, point_generator, resnet_bottom_up
 
 model = L(VFNet)(
-    backbone=L(FPN)(
-        bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm=L(resolve_norm)(norm="FrozenStatsBN")),
-            # ResNeXt: add num_groups / width_per_group (e.g. 32 x 4 for X-101-32x4d)
-            stages=L(make_resnet_stages)(
-                depth=50,
-                stride_in_1x1=False,
-                norm="FrozenStatsBN",
-                # DCNv2 in the 3x3 convs of res2..res5 ("mdconv_c3-c5": [False, True, True, True])
-                deform_on_per_stage=[False, False, False, False],
-            ),
-            out_features=["res3", "res4", "res5"],
-            freeze_at=2,
-        ),
-        in_features="${.bottom_up.out_features}",
-        out_channels=256,
-        # P6 = 3x3/2 conv on P5 (the FPN output, not C5), P7 = 3x3/2 conv on ReLU(P6)
-        top_block=L(LastLevelP6P7)(in_channels=256, out_channels="${..out_channels}", in_feature="p5"),
+    # ResNet-50 (ResNeXt: `stages.num_groups` / `stages.width_per_group`, e.g. 32 x 4); FPN P3-P5,
+    # P6 = 3x3/2 conv on P5 (the FPN output, not C5), P7 = 3x3/2 conv on ReLU(P6)
+    backbone=fpn_p3_p7(
+        resnet_bottom_up(depth=50, stride_in_1x1=False, norm="FrozenStatsBN", freeze_at=2), out_channels=256
     ),
     head=L(VFNetHead)(
         # Shape (channels, stride) of P3-P7; the strides scale the star-shaped offsets
-        input_shape=[ShapeSpec(channels=256, stride=s) for s in [8, 16, 32, 64, 128]],
+        input_shape=head_input_shape(256, STRIDES),
         num_classes="${..num_classes}",
         feat_channels=256,
         stacked_convs=3,
@@ -53,12 +37,7 @@ model = L(VFNet)(
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     # One square anchor of side 8 x stride per location, centred on the point (j*s, i*s)
     # (offset 0): ATSS matches these anchors; the boxes are measured from their centres.
-    anchor_generator=L(DefaultAnchorGenerator)(
-        sizes=[[8 * s] for s in [8, 16, 32, 64, 128]],
-        aspect_ratios=[1.0],
-        strides=[8, 16, 32, 64, 128],
-        offset=0.0,
-    ),
+    anchor_generator=point_generator(STRIDES, anchor_scale=8, offset=0.0),
     assigner=L(ATSSAssigner)(topk=9),
     num_classes=80,
     use_vfl=True,

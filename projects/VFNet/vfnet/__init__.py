@@ -3,7 +3,8 @@ from . import backbone as _  # noqa: F401  (registers build_vfnet_resnet_fpn_bac
 from . import data  # noqa: F401  (registers the built-in synthetic datasets; generated on first use)
 from . import detectors  # noqa: F401  (registers RetinaNetVFL, ATSS, FoveaBox, RepPoints)
 from .assigners import ATSSAssigner, FCOSAssigner
-from .backbone import build_vfnet_resnet_fpn_backbone, make_resnet_stages
+from .backbone import build_vfnet_resnet_fpn_backbone
+from .resnet import make_resnet_stages
 from .config import add_vfnet_config
 from .head import VFNetHead
 from .layers import ModulatedDeformConv2d, Scale, StarDeformConv2d

@@ -1,133 +1,23 @@
 """
-ResNet/ResNeXt (optionally with DCNv2 in C3-C5) and Res2Net bottom-ups, FPN and PAFPN-X necks,
-built from Detectron2's parts, and the yacs builders of the combinations VFNet's model zoo uses.
+The yacs backbones of VFNet's model zoo (``MODEL.BACKBONE.NAME``): ResNet/ResNeXt or Res2Net
+bottom-ups with FPN or PAFPN-X necks, translated from ``MODEL.RESNETS`` / ``MODEL.RES2NET`` /
+``MODEL.FPN`` into the builders of :mod:`vfnet.builders` (which the LazyConfig files use too).
 """
-from typing import List, Sequence
+from typing import List
 
-from detectron2.layers import ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY, FPN, ResNet
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
+from detectron2.config import instantiate
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, ResNet
 
-from .layers import ModulatedDeformConv2d, resolve_norm
-from .pafpnx import PAFPNX
-from .res2net import Res2NetStem, make_res2net_stages
+from .builders import fpn_p3_p7, pafpnx_p3_p7, res2net_bottom_up, resnet_bottom_up
 
 __all__ = [
-    "DeformBottleneckBlock",
-    "make_resnet_stages",
     "build_resnet_from_cfg",
     "build_res2net_from_cfg",
     "build_vfnet_resnet_fpn_backbone",
     "build_vfnet_res2net_fpn_backbone",
     "build_vfnet_res2net_pafpnx_backbone",
 ]
-
-_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
-
-
-class DeformBottleneckBlock(BottleneckBlock):
-    """
-    Detectron2's ``BottleneckBlock`` whose 3x3 conv (``conv2``, with the block's stride and
-    groups) is a modulated deformable conv (DCNv2, one deformable group) predicting its offsets
-    and mask with ``conv2.conv_offset`` (27 channels, zero-initialised): MMDetection's ResNet
-    Bottleneck with ``dcn=dict(type='DCNv2', deform_groups=1, fallback_on_stride=False)``.
-
-    Unlike Detectron2's own ``DeformBottleneckBlock`` it runs on torchvision's deformable conv,
-    so it needs no compiled Detectron2 and trains on the CPU too.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        bottleneck_channels: int,
-        stride: int = 1,
-        num_groups: int = 1,
-        norm="BN",
-        stride_in_1x1: bool = False,
-        dilation: int = 1,
-    ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            bottleneck_channels=bottleneck_channels,
-            stride=stride,
-            num_groups=num_groups,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            dilation=dilation,
-        )
-        self.conv2 = ModulatedDeformConv2d(
-            bottleneck_channels,
-            bottleneck_channels,
-            3,
-            stride=1 if stride_in_1x1 else stride,
-            dilation=dilation,
-            groups=num_groups,
-            norm=get_norm(norm, bottleneck_channels),
-        )
-
-
-def make_resnet_stages(
-    depth: int,
-    *,
-    stem_channels: int = 64,
-    num_groups: int = 1,
-    width_per_group: int = 64,
-    stride_in_1x1: bool = False,
-    norm="FrozenBN",
-    deform_on_per_stage: Sequence[bool] = (False, False, False, False),
-) -> List[list]:
-    """
-    The four stages (res2-res5) of a ResNet or ResNeXt of any width, for :class:`ResNet`.
-
-    ``ResNet.make_default_stages`` fixes the widths of a 64-wide ResNet; this builds the same
-    blocks for other stems (``stem_channels``; res2 outputs 4x that for depth >= 50) and for
-    ResNeXt (``num_groups`` x ``width_per_group`` bottleneck channels in res2, e.g. 32x4d).
-    ``stride_in_1x1=False`` puts the stride on the 3x3 conv, as torchvision/MMDetection do.
-    ``deform_on_per_stage[i]``: the 3x3 convs of every block of stage i are DCNv2
-    (:class:`DeformBottleneckBlock`); the model zoo's "mdconv_c3-c5" is (False, True, True, True).
-    ``norm``: a Detectron2 norm name or "FrozenStatsBN" (:class:`vfnet.layers.FrozenStatsBatchNorm2d`,
-    the reference's trainable-affine BN).
-    """
-    if depth not in _BLOCKS_PER_STAGE:
-        raise ValueError(f"make_resnet_stages: depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
-    if depth < 50 and num_groups != 1:
-        raise ValueError("make_resnet_stages: ResNet-18/34 have no grouped (ResNeXt) variant")
-    deform_on_per_stage = list(deform_on_per_stage)
-    if len(deform_on_per_stage) != 4:
-        raise ValueError(f"make_resnet_stages: deform_on_per_stage needs 4 entries (res2-res5), got {deform_on_per_stage}")
-    if depth < 50 and any(deform_on_per_stage):
-        raise ValueError("make_resnet_stages: deformable stages need bottleneck blocks (depth >= 50)")
-    norm = resolve_norm(norm)
-    in_channels = stem_channels
-    out_channels = stem_channels if depth < 50 else stem_channels * 4
-    bottleneck_channels = num_groups * width_per_group
-    stages = []
-    for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
-        kwargs = dict(
-            num_blocks=num_blocks,
-            stride_per_block=[1 if idx == 0 else 2] + [1] * (num_blocks - 1),
-            in_channels=in_channels,
-            out_channels=out_channels,
-            norm=norm,
-        )
-        if depth < 50:
-            kwargs["block_class"] = BasicBlock
-        else:
-            kwargs.update(
-                block_class=DeformBottleneckBlock if deform_on_per_stage[idx] else BottleneckBlock,
-                bottleneck_channels=bottleneck_channels,
-                stride_in_1x1=stride_in_1x1,
-                num_groups=num_groups,
-            )
-        stages.append(ResNet.make_stage(**kwargs))
-        in_channels = out_channels
-        out_channels *= 2
-        bottleneck_channels *= 2
-    return stages
 
 
 def _deform_on_per_stage(cfg) -> List[bool]:
@@ -142,14 +32,8 @@ def _deform_on_per_stage(cfg) -> List[bool]:
     return deform
 
 
-def build_resnet_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
-    """
-    ResNet/ResNeXt from ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``, of any width: unlike
-    Detectron2's ``build_resnet_backbone``, ResNet-18/34 may have a stem other than 64 channels
-    (``STEM_OUT_CHANNELS`` = ``RES2_OUT_CHANNELS``), the deformable stages are DCNv2 on
-    torchvision's op (:class:`DeformBottleneckBlock`), and ``NORM`` may be "FrozenStatsBN".
-    A dilated res5 is not supported.
-    """
+def _resnet_config(cfg, input_shape: ShapeSpec):
+    """:func:`vfnet.builders.resnet_bottom_up` from ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``."""
     r = cfg.MODEL.RESNETS
     if r.RES5_DILATION != 1:
         raise ValueError("build_resnet_from_cfg: MODEL.RESNETS.RES5_DILATION != 1 is not supported")
@@ -159,17 +43,45 @@ def build_resnet_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
             f"MODEL.RESNETS.RES2_OUT_CHANNELS must be {expected_res2} for depth {r.DEPTH} with "
             f"STEM_OUT_CHANNELS {r.STEM_OUT_CHANNELS}, got {r.RES2_OUT_CHANNELS}"
         )
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=resolve_norm(r.NORM))
-    stages = make_resnet_stages(
-        r.DEPTH,
+    return resnet_bottom_up(
+        depth=r.DEPTH,
         stem_channels=r.STEM_OUT_CHANNELS,
         num_groups=r.NUM_GROUPS,
         width_per_group=r.WIDTH_PER_GROUP,
         stride_in_1x1=r.STRIDE_IN_1X1,
         norm=r.NORM,
         deform_on_per_stage=_deform_on_per_stage(cfg),
+        out_features=r.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        in_channels=input_shape.channels,
     )
-    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+def _res2net_config(cfg, input_shape: ShapeSpec):
+    """:func:`vfnet.builders.res2net_bottom_up` from ``MODEL.RES2NET`` and ``MODEL.RESNETS``."""
+    r = cfg.MODEL.RESNETS
+    return res2net_bottom_up(
+        depth=r.DEPTH,
+        base_channels=r.STEM_OUT_CHANNELS,
+        scales=cfg.MODEL.RES2NET.SCALES,
+        base_width=cfg.MODEL.RES2NET.BASE_WIDTH,
+        norm=r.NORM,
+        deform_on_per_stage=_deform_on_per_stage(cfg),
+        out_features=r.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        in_channels=input_shape.channels,
+    )
+
+
+def build_resnet_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
+    """
+    ResNet/ResNeXt from ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``, of any width: unlike
+    Detectron2's ``build_resnet_backbone``, ResNet-18/34 may have a stem other than 64 channels
+    (``STEM_OUT_CHANNELS`` = ``RES2_OUT_CHANNELS``), the deformable stages are DCNv2 on
+    torchvision's op (:class:`vfnet.resnet.DeformBottleneckBlock`), and ``NORM`` may be
+    "FrozenStatsBN". A dilated res5 is not supported.
+    """
+    return instantiate(_resnet_config(cfg, input_shape))
 
 
 def build_res2net_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
@@ -179,38 +91,13 @@ def build_res2net_from_cfg(cfg, input_shape: ShapeSpec) -> ResNet:
     width of res2, ``OUT_FEATURES``, ``DEFORM_ON_PER_STAGE``), frozen up to
     ``MODEL.BACKBONE.FREEZE_AT``.
     """
-    r = cfg.MODEL.RESNETS
-    norm = resolve_norm(r.NORM)
-    stem = Res2NetStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm)
-    stages = make_res2net_stages(
-        r.DEPTH,
-        base_channels=r.STEM_OUT_CHANNELS,
-        scales=cfg.MODEL.RES2NET.SCALES,
-        base_width=cfg.MODEL.RES2NET.BASE_WIDTH,
-        norm=norm,
-        deform_on_per_stage=_deform_on_per_stage(cfg),
-    )
-    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return instantiate(_res2net_config(cfg, input_shape))
 
 
-def _fpn(cfg, bottom_up) -> FPN:
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
-
-
-def _pafpnx(cfg, bottom_up) -> PAFPNX:
-    return PAFPNX(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM or "GN",
+def _fpn(cfg, bottom_up):
+    f = cfg.MODEL.FPN
+    return instantiate(
+        fpn_p3_p7(bottom_up, out_channels=f.OUT_CHANNELS, in_features=f.IN_FEATURES, norm=f.NORM, fuse_type=f.FUSE_TYPE)
     )
 
 
@@ -221,16 +108,18 @@ def build_vfnet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     with P6 = 3x3/2 conv on P5's output and P7 = 3x3/2 conv on ReLU(P6), as the reference VFNet's
     neck (``add_extra_convs='on_output'``).
     """
-    return _fpn(cfg, build_resnet_from_cfg(cfg, input_shape))
+    return _fpn(cfg, _resnet_config(cfg, input_shape))
 
 
 @BACKBONE_REGISTRY.register()
 def build_vfnet_res2net_fpn_backbone(cfg, input_shape: ShapeSpec):
     """Res2Net (:func:`build_res2net_from_cfg`) + the FPN of :func:`build_vfnet_resnet_fpn_backbone`."""
-    return _fpn(cfg, build_res2net_from_cfg(cfg, input_shape))
+    return _fpn(cfg, _res2net_config(cfg, input_shape))
 
 
 @BACKBONE_REGISTRY.register()
 def build_vfnet_res2net_pafpnx_backbone(cfg, input_shape: ShapeSpec):
     """Res2Net (:func:`build_res2net_from_cfg`) + PAFPN-X (:class:`vfnet.pafpnx.PAFPNX`), VFNet-X's backbone."""
-    return _pafpnx(cfg, build_res2net_from_cfg(cfg, input_shape))
+    f = cfg.MODEL.FPN
+    neck = pafpnx_p3_p7(_res2net_config(cfg, input_shape), out_channels=f.OUT_CHANNELS, in_features=f.IN_FEATURES, norm=f.NORM or "GN")
+    return instantiate(neck)

@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
-from detectron2.config import configurable
+from detectron2.config import configurable, instantiate
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -18,6 +18,7 @@ from fvcore.nn import giou_loss, sigmoid_focal_loss
 from torch import Tensor, nn
 
 from .assigners import ATSSAssigner, FCOSAssigner
+from .builders import point_generator
 from .head import VFNetHead
 from .losses import varifocal_loss
 from .ops import varifocal_loss as fused_varifocal_loss
@@ -175,11 +176,8 @@ class VFNet(DenseDetector):
             "backbone": backbone,
             "head": VFNetHead(cfg, feature_shapes),
             "head_in_features": list(v.IN_FEATURES),
-            "anchor_generator": DefaultAnchorGenerator(
-                sizes=[[v.ANCHOR_SCALE * s] for s in strides],
-                aspect_ratios=[1.0],
-                strides=strides,
-                offset=0.0 if v.USE_ATSS else 0.5,
+            "anchor_generator": instantiate(
+                point_generator(strides, anchor_scale=v.ANCHOR_SCALE, offset=0.0 if v.USE_ATSS else 0.5)
             ),
             "assigner": assigner,
             "num_classes": v.NUM_CLASSES,

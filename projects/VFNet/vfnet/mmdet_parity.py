@@ -8,22 +8,15 @@ import math
 from typing import Dict, List, Mapping, Optional
 
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import FPN, ResNet
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.backbone.fpn import LastLevelP6P7
-from detectron2.modeling.backbone.resnet import BasicStem
+from detectron2.config import instantiate
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
 from .assigners import ATSSAssigner, FCOSAssigner
-from .backbone import make_resnet_stages
+from .builders import fpn_p3_p7, head_input_shape, pafpnx_p3_p7, point_generator, res2net_bottom_up, resnet_bottom_up
 from .head import VFNetHead
-from .layers import resolve_norm
 from .meta_arch import VFNet
 from .mmdet_checkpoint import convert_mmdet_state_dict
-from .pafpnx import PAFPNX
-from .res2net import Res2NetStem, make_res2net_stages
 
 __all__ = ["TOLERANCES", "load_fixture", "decode_fixture_weights", "build_vfnet_from_mmdet_config", "check_fixture"]
 
@@ -58,7 +51,7 @@ def _require(condition: bool, what: str) -> None:
         raise ValueError(f"unsupported reference model config: {what}")
 
 
-def _build_bottom_up(bb: Mapping) -> ResNet:
+def _bottom_up_config(bb: Mapping):
     """The ResNet/ResNeXt/Res2Net (optionally with DCNv2 stages) of an MMDetection backbone config."""
     _require(bb.get("type") in ("ResNet", "ResNeXt", "Res2Net"), f"backbone {bb.get('type')!r}")
     _require(bb.get("style", "pytorch") in ("pytorch", "caffe"), f"ResNet style {bb.get('style')!r}")
@@ -73,55 +66,41 @@ def _build_bottom_up(bb: Mapping) -> ResNet:
         )
         deform_on_per_stage = list(bb.get("stage_with_dcn", (False, True, True, True)))
     base = bb.get("base_channels", 64)
-    stem_channels = bb.get("stem_channels") or base
-    norm = "FrozenStatsBN"  # MMDetection's BN with norm_eval=True: statistics frozen, affine trained
+    common = dict(
+        depth=bb["depth"],
+        norm="FrozenStatsBN",  # MMDetection's BN with norm_eval=True: statistics frozen, affine trained
+        deform_on_per_stage=deform_on_per_stage,
+        freeze_at=bb.get("frozen_stages", 1) + 1,
+    )
     if bb["type"] == "Res2Net":
-        stem = Res2NetStem(3, stem_channels, norm=norm)
-        stages = make_res2net_stages(
-            bb["depth"],
-            base_channels=base,
-            scales=bb.get("scales", 4),
-            base_width=bb.get("base_width", 26),
-            norm=norm,
-            deform_on_per_stage=deform_on_per_stage,
-        )
-    else:
-        is_resnext = bb["type"] == "ResNeXt"
-        stem = BasicStem(3, stem_channels, norm=resolve_norm(norm))
-        stages = make_resnet_stages(
-            bb["depth"],
-            stem_channels=stem_channels,
-            num_groups=bb.get("groups", 1) if is_resnext else 1,
-            width_per_group=bb.get("base_width", 4) if is_resnext else base,
-            stride_in_1x1=bb.get("style", "pytorch") == "caffe",
-            norm=norm,
-            deform_on_per_stage=deform_on_per_stage,
-        )
-    return ResNet(stem, stages, out_features=["res3", "res4", "res5"], freeze_at=bb.get("frozen_stages", 1) + 1)
+        _require((bb.get("stem_channels") or base) == base, "Res2Net stem_channels other than base_channels")
+        return res2net_bottom_up(base_channels=base, scales=bb.get("scales", 4), base_width=bb.get("base_width", 26), **common)
+    is_resnext = bb["type"] == "ResNeXt"
+    return resnet_bottom_up(
+        stem_channels=bb.get("stem_channels") or base,
+        num_groups=bb.get("groups", 1) if is_resnext else 1,
+        width_per_group=bb.get("base_width", 4) if is_resnext else base,
+        stride_in_1x1=bb.get("style", "pytorch") == "caffe",
+        **common,
+    )
 
 
-def _build_neck(neck: Mapping, bottom_up: ResNet):
+def _backbone_config(backbone_cfg: Mapping, neck: Mapping):
     """FPN (P6/P7 on P5's output) or PAFPN-X from an MMDetection neck config, on C3-C5."""
     _require(neck.get("type") in ("FPN", "PAFPNX"), f"neck {neck.get('type')!r}")
     _require(neck.get("start_level", 0) == 1 and neck.get("num_outs") == 5, "neck levels (need P3-P7)")
     _require(neck.get("add_extra_convs") in ("on_output", True) and neck.get("relu_before_extra_convs"), "neck extra convs")
     _require(not neck.get("extra_convs_on_inputs", False), "neck extra convs on the inputs")
-    out_channels = neck["out_channels"]
-    in_features = ["res3", "res4", "res5"]
+    bottom_up = _bottom_up_config(backbone_cfg)
     if neck["type"] == "PAFPNX":
         norm_cfg = neck.get("norm_cfg") or {}
         _require(norm_cfg.get("type") == "GN" and norm_cfg.get("num_groups", 32) == 32, f"PAFPNX norm {norm_cfg}")
         _require(neck.get("no_norm_on_lateral", False), "PAFPNX with norm on the laterals")
         _require((neck.get("pafpn_conv_cfg") or {}).get("type") == "DCNv2", "PAFPNX pafpn convs other than DCNv2")
         _require(not neck.get("act_cfg"), "PAFPNX activations")
-        return PAFPNX(bottom_up=bottom_up, in_features=in_features, out_channels=out_channels, norm="GN")
+        return pafpnx_p3_p7(bottom_up, out_channels=neck["out_channels"], norm="GN")
     _require(not neck.get("norm_cfg"), "FPN with a norm")
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=out_channels,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-    )
+    return fpn_p3_p7(bottom_up, out_channels=neck["out_channels"])
 
 
 def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = None) -> VFNet:
@@ -133,7 +112,7 @@ def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = 
     """
     meta = meta or {}
     _require(model_cfg.get("type") == "VFNet", f"detector type {model_cfg.get('type')!r}")
-    backbone = _build_neck(model_cfg["neck"], _build_bottom_up(model_cfg["backbone"]))
+    backbone = instantiate(_backbone_config(model_cfg["backbone"], model_cfg["neck"]))
 
     h = model_cfg["bbox_head"]
     _require(h.get("type") == "VFNetHead", f"head {h.get('type')!r}")
@@ -144,7 +123,7 @@ def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = 
     reg_denoms = [r[-1] for r in regress_ranges]
     reg_denoms[-1] = reg_denoms[-2] * 2
     head = VFNetHead(
-        input_shape=[ShapeSpec(channels=h["in_channels"], stride=s) for s in strides],
+        input_shape=head_input_shape(h["in_channels"], strides),
         num_classes=h["num_classes"],
         feat_channels=h.get("feat_channels", 256),
         stacked_convs=h.get("stacked_convs", 4),
@@ -178,11 +157,12 @@ def build_vfnet_from_mmdet_config(model_cfg: Mapping, meta: Optional[Mapping] = 
         backbone=backbone,
         head=head,
         head_in_features=["p3", "p4", "p5", "p6", "p7"],
-        anchor_generator=DefaultAnchorGenerator(
-            sizes=[[anchor_cfg.get("octave_base_scale", 8) * s] for s in strides],
-            aspect_ratios=[1.0],
-            strides=strides,
-            offset=anchor_cfg.get("center_offset", 0.0) if use_atss else 0.5,
+        anchor_generator=instantiate(
+            point_generator(
+                strides,
+                anchor_scale=anchor_cfg.get("octave_base_scale", 8),
+                offset=anchor_cfg.get("center_offset", 0.0) if use_atss else 0.5,
+            )
         ),
         assigner=assigner,
         num_classes=h["num_classes"],

@@ -10,16 +10,15 @@ docstring for the format. The tolerances are VFNet's (:data:`vfnet.mmdet_parity.
 from typing import Callable, Dict, List, Mapping
 
 import torch
+from detectron2.config import instantiate
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import FPN, ResNet
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.backbone.resnet import BasicStem
+from detectron2.modeling import FPN
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
 from .assigners import ATSSAssigner
-from .backbone import make_resnet_stages
+from .builders import point_generator, resnet_bottom_up
 from .detectors import (
     ATSS,
     ATSSHead,
@@ -55,11 +54,14 @@ def backbone_from_mmdet_config(model_cfg: Mapping) -> FPN:
     _require(bb.get("type") == "ResNet" and bb.get("style", "pytorch") == "pytorch", f"backbone {bb.get('type')}")
     _require(not bb.get("dcn"), "deformable backbone")
     base = bb.get("base_channels", 64)
-    bottom_up = ResNet(
-        BasicStem(3, base, norm="FrozenBN"),
-        make_resnet_stages(bb["depth"], stem_channels=base, width_per_group=base, norm="FrozenBN"),
-        out_features=["res3", "res4", "res5"],
-        freeze_at=bb.get("frozen_stages", 1) + 1,
+    bottom_up = instantiate(
+        resnet_bottom_up(
+            depth=bb["depth"],
+            stem_channels=base,
+            width_per_group=base,
+            norm="FrozenBN",
+            freeze_at=bb.get("frozen_stages", 1) + 1,
+        )
     )
     neck = model_cfg["neck"]
     _require(neck.get("type") == "FPN" and neck.get("start_level") == 1 and neck.get("num_outs") == 5, "FPN P3-P7")
@@ -192,7 +194,7 @@ def _fovea(model_cfg: Mapping, meta: Mapping) -> FoveaBox:
             norm=_norm(h),
         ),
         head_in_features=IN_FEATURES,
-        point_generator=DefaultAnchorGenerator(sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=list(strides), offset=0.5),
+        point_generator=instantiate(point_generator(strides, anchor_scale=1, offset=0.5)),
         assigner=FoveaAssigner(scale_ranges=h["scale_ranges"], sigma=h.get("sigma", 0.4)),
         base_edges=h["base_edge_list"],
         num_classes=h["num_classes"],
@@ -227,7 +229,7 @@ def _reppoints(model_cfg: Mapping, meta: Mapping) -> RepPoints:
             norm=_norm(h),
         ),
         head_in_features=IN_FEATURES,
-        point_generator=DefaultAnchorGenerator(sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=list(strides), offset=0.0),
+        point_generator=instantiate(point_generator(strides, anchor_scale=1, offset=0.0)),
         init_assigner=PointAssigner(scale=init.get("scale", 4), pos_num=init.get("pos_num", 1)),
         refine_matcher=MaxIoUMatcher(refine["pos_iou_thr"], refine["neg_iou_thr"], refine["min_pos_iou"]),
         num_classes=h["num_classes"],
