@@ -3,12 +3,14 @@ import math
 import unittest
 
 import torch
-from detectron2.config import get_cfg
+from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from vfnet import FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
+from vfnet import ATSSAssigner, FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
+from vfnet.assigners import LabelAssigner
+from vfnet.builders import point_generator
 from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
 
 
@@ -84,6 +86,59 @@ class VFNetTrainingTest(unittest.TestCase):
             model(_batch())
             num_pos = storage.history("num_pos_points").latest()
         self.assertGreater(num_pos, 0)
+
+
+class VFNetContractsTest(unittest.TestCase):
+    def _parts(self):
+        model = small_vfnet()
+        return dict(
+            backbone=model.backbone,
+            head=model.head,
+            head_in_features=["p3", "p4", "p5", "p6", "p7"],
+            anchor_generator=model.anchor_generator,
+            assigner=model.assigner,
+            num_classes=5,
+            pixel_mean=[0.0, 0.0, 0.0],
+            pixel_std=[1.0, 1.0, 1.0],
+        )
+
+    def test_strides_of_head_and_anchor_generator_must_agree(self):
+        parts = self._parts()
+        parts["anchor_generator"] = instantiate(point_generator([8, 16, 32, 64, 64]))
+        with self.assertRaisesRegex(ValueError, r"head \[8, 16, 32, 64, 128\], anchor generator \[8, 16, 32, 64, 64\]"):
+            VFNet(**parts)
+
+    def test_strides_of_the_backbone_outputs_must_agree(self):
+        parts = self._parts()
+        parts["head_in_features"] = ["p2", "p4", "p5", "p6", "p7"]
+        with self.assertRaisesRegex(ValueError, r"\['p2'\] are not outputs of the backbone"):
+            VFNet(**parts)
+        parts["head_in_features"] = ["p4", "p3", "p5", "p6", "p7"]
+        with self.assertRaisesRegex(ValueError, r"backbone outputs \['p4', 'p3', .*\] \[16, 8, 32, 64, 128\], head \[8, 16"):
+            VFNet(**parts)
+
+    def test_strides_of_a_stride_bound_assigner_must_agree(self):
+        parts = self._parts()
+        parts["assigner"] = FCOSAssigner([8, 16, 32, 64], regress_ranges=[(-1, 64), (64, 128), (128, 256), (256, 1e8)])
+        with self.assertRaisesRegex(ValueError, r"assigner \[8, 16, 32, 64\]"):
+            VFNet(**parts)
+        parts["assigner"] = FCOSAssigner(STRIDES)
+        VFNet(**parts)
+
+    def test_assigner_must_declare_the_interface(self):
+        parts = self._parts()
+        parts["assigner"] = lambda anchors, valid, gt_boxes: None
+        with self.assertRaisesRegex(TypeError, "LabelAssigner"):
+            VFNet(**parts)
+
+        class Undeclared(LabelAssigner):
+            def __call__(self, anchors_per_level, valid_per_level, gt_boxes):
+                return None
+
+        with self.assertRaisesRegex(TypeError, "assigns_padding"):
+            Undeclared()
+        self.assertFalse(ATSSAssigner().assigns_padding)
+        self.assertTrue(FCOSAssigner(STRIDES).assigns_padding)
 
 
 class VFNetInferenceTest(unittest.TestCase):

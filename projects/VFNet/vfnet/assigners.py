@@ -1,27 +1,56 @@
 """
 Label assignment: which ground-truth box, if any, each point of the dense grid learns.
-
-Both assigners share one interface::
-
-    matched_idxs = assigner(anchors_per_level, valid_per_level, gt_boxes)
-
-with ``anchors_per_level`` a list (one per level) of :class:`Boxes` of shape (P_l, 4) whose centres
-are the points, ``valid_per_level`` a list of bool tensors (P_l,) telling which points lie inside
-the image's own padded area, and ``gt_boxes`` the image's ground truth (G, 4) as XYXY pixels.
-They return an int64 tensor (sum P_l,) holding the index of the matched ground truth or -1.
+:class:`LabelAssigner` is the interface VFNet expects; :class:`ATSSAssigner` and
+:class:`FCOSAssigner` are the reference's two.
 """
+import abc
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, pairwise_iou, pairwise_point_box_distance
 
-__all__ = ["ATSSAssigner", "FCOSAssigner"]
+__all__ = ["LabelAssigner", "ATSSAssigner", "FCOSAssigner"]
 
 _INSIDE_EPS = 0.01
 
 
-class ATSSAssigner:
+class LabelAssigner(abc.ABC):
+    """
+    The assigners :class:`vfnet.VFNet` takes::
+
+        matched_idxs = assigner(anchors_per_level, valid_per_level, gt_boxes)
+
+    with ``anchors_per_level`` a list (one per level) of :class:`Boxes` of shape (P_l, 4) whose
+    centres are the points, ``valid_per_level`` a list of bool tensors (P_l,) telling which points
+    lie inside the image's own padded area, and ``gt_boxes`` the image's ground truth (G, 4) as
+    XYXY pixels; it returns an int64 tensor (sum P_l,) holding the index of the matched ground
+    truth or -1.
+
+    A subclass declares, as class attributes:
+
+    - ``assigns_padding``: True when every point of the padded batch takes part in the
+      classification loss (unmatched ones as negatives), False when only the points inside each
+      image's own padded area do (the others get no loss, as the reference's valid flags);
+    - ``strides``: the strides of the levels it was configured for, or None when it works on any
+      levels; VFNet checks them against its head's.
+    """
+
+    strides: Optional[List[int]] = None
+
+    @property
+    @abc.abstractmethod
+    def assigns_padding(self) -> bool:
+        """Whether the points outside each image's own padded area take part (see the class)."""
+
+    @abc.abstractmethod
+    def __call__(
+        self, anchors_per_level: List[Boxes], valid_per_level: List[torch.Tensor], gt_boxes: Boxes
+    ) -> torch.Tensor:
+        """(sum P_l,) int64 index of each point's ground truth in ``gt_boxes``, -1 for none."""
+
+
+class ATSSAssigner(LabelAssigner):
     """
     Adaptive Training Sample Selection (Zhang et al., CVPR 2020), as the reference VFNet uses it.
 
@@ -89,7 +118,7 @@ class ATSSAssigner:
         return matched_idxs
 
 
-class FCOSAssigner:
+class FCOSAssigner(LabelAssigner):
     """
     FCOS-style assignment (Tian et al., ICCV 2019): a point learns a GT when it lies inside the
     GT (or, with centre sampling, inside a square of ``radius * stride`` around the GT centre,

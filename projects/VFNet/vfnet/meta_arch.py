@@ -17,7 +17,7 @@ from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, sigmoid_focal_loss
 from torch import Tensor, nn
 
-from .assigners import ATSSAssigner, FCOSAssigner
+from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
 from .head import VFNetHead
 from .losses import varifocal_loss
@@ -58,7 +58,7 @@ class VFNet(DenseDetector):
         head: VFNetHead,
         head_in_features: Optional[List[str]] = None,
         anchor_generator: DefaultAnchorGenerator,
-        assigner,
+        assigner: LabelAssigner,
         num_classes: int,
         use_vfl: bool = True,
         vfl_alpha: float = 0.75,
@@ -91,7 +91,8 @@ class VFNet(DenseDetector):
             anchor_generator: one square anchor per location; its centres are the points the
                 boxes are measured from (offset 0 for ATSS, 0.5 for the FCOS assigner) and its
                 boxes (side 8 x stride) are the anchors ATSS matches.
-            assigner: :class:`ATSSAssigner` or :class:`FCOSAssigner`.
+            assigner: a :class:`~vfnet.assigners.LabelAssigner`: :class:`ATSSAssigner` or
+                :class:`FCOSAssigner`.
             num_classes: number of foreground classes.
             use_vfl: train the classifier with the Varifocal Loss on IoU targets (True) or with
                 the focal loss on hard labels (False).
@@ -120,6 +121,9 @@ class VFNet(DenseDetector):
             raise ValueError(f"VFNet: head predicts {head.num_classes} classes but num_classes={num_classes}")
         if anchor_generator.num_cell_anchors != [1] * len(anchor_generator.num_cell_anchors):
             raise ValueError("VFNet: the anchor generator must place exactly one anchor per location")
+        if not isinstance(assigner, LabelAssigner):
+            raise TypeError(f"VFNet: the assigner must be a vfnet.assigners.LabelAssigner, got {type(assigner).__name__}")
+        self._check_strides(head, anchor_generator, assigner)
         if test_topk_mode not in ("pairs", "points"):
             raise ValueError(f"VFNet: test_topk_mode must be 'pairs' or 'points', got {test_topk_mode!r}")
         if test_nms_type not in ("nms", "soft_nms"):
@@ -149,6 +153,23 @@ class VFNet(DenseDetector):
         self.fused_ops = fused_ops
         # The head predicts distances (l, t, r, b) in pixels from each anchor's centre.
         self.box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
+
+    def _check_strides(self, head, anchor_generator, assigner) -> None:
+        """The head, the anchor generator (the points) and the backbone outputs it reads (and a
+        stride-bound assigner) must describe the same levels, else points and features misalign."""
+        shapes = self.backbone.output_shape()
+        missing = [f for f in self.head_in_features if f not in shapes]
+        if missing:
+            raise ValueError(f"VFNet: head_in_features {missing} are not outputs of the backbone ({sorted(shapes)})")
+        strides = {
+            f"backbone outputs {list(self.head_in_features)}": [int(shapes[f].stride) for f in self.head_in_features],
+            "head": [int(s) for s in head.strides],
+            "anchor generator": [int(s) for s in anchor_generator.strides],
+        }
+        if assigner.strides is not None:
+            strides["assigner"] = [int(s) for s in assigner.strides]
+        if len({tuple(v) for v in strides.values()}) > 1:
+            raise ValueError("VFNet: the levels' strides disagree: " + ", ".join(f"{k} {v}" for k, v in strides.items()))
 
     @classmethod
     def from_config(cls, cfg):
@@ -328,7 +349,7 @@ class VFNet(DenseDetector):
             loss_per_point = sigmoid_focal_loss(
                 logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none"
             )
-            if getattr(self.assigner, "assigns_padding", False):
+            if self.assigner.assigns_padding:
                 loss_cls = loss_per_point.sum()
             else:
                 weights = torch.stack([cat(v) for v in valid]).to(loss_per_point.dtype)  # (N, P)
