@@ -15,7 +15,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, sigmoid_focal_loss
-from torch import Tensor, nn
+from torch import Tensor
 
 from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
