@@ -162,7 +162,7 @@ class VFNetInferenceTest(unittest.TestCase):
         anchors = [_anchors([[10.0, 20.0], [30.0, 40.0]])]
         scores = [torch.tensor([[0.9, 0.1], [0.2, 0.7]])]
         ltrb = [torch.tensor([[5.0, 30.0, 100.0, 2.0], [1.0, 2.0, 3.0, 4.0]])]
-        inst = model.inference_single_image(anchors, scores, ltrb, (50, 60))
+        inst = model.select_detections(model.candidates_single_image(anchors, scores, ltrb, (50, 60)))
         # (10 - 5, 20 - 30, 10 + 100, 20 + 2) clipped to width 60 / height 50.
         self.assertEqual(inst.pred_boxes.tensor.tolist(), [[5.0, 0.0, 60.0, 22.0], [29.0, 38.0, 33.0, 44.0]])
         self.assertEqual(inst.pred_classes.tolist(), [0, 1])
@@ -196,8 +196,11 @@ class VFNetInferenceTest(unittest.TestCase):
         model = small_vfnet(test_score_thresh=0.05, test_nms_thresh=0.6)
         anchors = [_anchors([[50.0, 50.0], [51.0, 50.0]])]
         ltrb = [torch.full((2, 4), 20.0)]
-        same_class = model.inference_single_image(anchors, [torch.tensor([[0.9, 0.0], [0.8, 0.0]])], ltrb, (100, 100))
-        other_class = model.inference_single_image(anchors, [torch.tensor([[0.9, 0.0], [0.0, 0.8]])], ltrb, (100, 100))
+        def detect(scores):
+            return model.select_detections(model.candidates_single_image(anchors, [scores], ltrb, (100, 100)))
+
+        same_class = detect(torch.tensor([[0.9, 0.0], [0.8, 0.0]]))
+        other_class = detect(torch.tensor([[0.9, 0.0], [0.0, 0.8]]))
         self.assertEqual(len(same_class), 1)
         self.assertEqual(len(other_class), 2)
 

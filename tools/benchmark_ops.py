@@ -8,7 +8,7 @@ Benchmark VFNet's fused ops against the path a user would otherwise take.
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
   1333x800 image, (1, 256, 100, 168), and a batch of 2; 256 output channels, no bias (the head's
   star convs). A plain 3x3 ``conv2d`` of the same shape is timed as a yardstick.
-- ``vfl``: :func:`vfnet.ops.varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, and
+- ``vfl``: :func:`vfnet.ops.fused_varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, and
   a third column, ``compiled``: ``torch.compile(eager loss, dynamic=True)``, on 2 x 20000 x 80
   and 8 x 21000 x 80 logits (COCO: P3-P7 of a 1333x800 image give ~21000 points) with IoU
   targets at ~0.1% of the (point, class) pairs, reduction "sum". The compiled loss's first call
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from vfnet.losses import varifocal_loss as eager_varifocal_loss
-from vfnet.ops import star_deform_conv, star_deform_conv_reference, use_fused_kernels, varifocal_loss
+from vfnet.ops import fused_varifocal_loss, star_deform_conv, star_deform_conv_reference, use_fused_kernels
 
 STAR_SHAPES = {"P3 1x256x100x168": (1, 256, 100, 168), "P3 2x256x100x168": (2, 256, 100, 168)}
 VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80), "VFL 8x21000x80": (8, 21000, 80)}
@@ -87,7 +87,7 @@ def compiled_varifocal_loss(*args, **kwargs):
     return _COMPILED_VFL(*args, **kwargs)
 
 
-VFL_IMPLS = {"ours": varifocal_loss, "baseline": eager_varifocal_loss, "compiled": compiled_varifocal_loss}
+VFL_IMPLS = {"ours": fused_varifocal_loss, "baseline": eager_varifocal_loss, "compiled": compiled_varifocal_loss}
 
 
 def make_fn(op, impl, shape, device, backward):

@@ -59,7 +59,7 @@ def add_vfnet_config(cfg) -> None:
     v.REG_DENOMS = [64, 128, 256, 512, 1024]
     v.PRIOR_PROB = 0.01
     # Fused kernels of vfnet._C: the star-shaped deformable convs (vfnet.ops.star_deform_conv) and
-    # the Varifocal Loss (vfnet.ops.varifocal_loss). False: the pure-PyTorch reference paths
+    # the Varifocal Loss (vfnet.ops.fused_varifocal_loss). False: the pure-PyTorch reference paths
     # (torchvision deform_conv2d with explicit offsets; the eager loss). Same results.
     v.FUSED_OPS = True
 

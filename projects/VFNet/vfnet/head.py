@@ -10,13 +10,7 @@ from torch.nn import functional as F
 
 from .layers import ModulatedDeformConv2d, Scale, StarDeformConv2d
 
-__all__ = ["VFNetHead", "default_reg_denoms"]
-
-
-def default_reg_denoms(num_levels: int = 5, first: float = 64.0) -> List[float]:
-    """The reference's box normalisers: the upper end of each level's regress range, with the
-    unbounded last range replaced by twice the previous one (64, 128, 256, 512, 1024)."""
-    return [first * 2**i for i in range(num_levels)]
+__all__ = ["VFNetHead"]
 
 
 class VFNetHead(nn.Module):

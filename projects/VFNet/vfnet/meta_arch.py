@@ -1,9 +1,7 @@
 """VFNet, the detector: labelling, losses and decoding around :class:`VFNetHead`."""
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from detectron2.config import configurable, instantiate
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
@@ -12,31 +10,20 @@ from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
-from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import giou_loss, sigmoid_focal_loss
 from torch import Tensor
 
 from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
+from .detectors.common import mean_over_workers, valid_flags
 from .head import VFNetHead
 from .losses import varifocal_loss
-from .ops import varifocal_loss as fused_varifocal_loss
+from .ops import fused_varifocal_loss
 from .nms import batched_soft_nms
+from .vfl import NORMALIZER_EPS
 
 __all__ = ["VFNet"]
-
-# The reference adds float32 eps to every loss normaliser.
-_NORMALIZER_EPS = torch.finfo(torch.float32).eps
-
-
-def _mean_over_workers(value: Tensor) -> Tensor:
-    """Average a tensor over all workers; called on every rank, whatever its data."""
-    if comm.get_world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value = value / comm.get_world_size()
-    return value
 
 
 @META_ARCH_REGISTRY.register()
@@ -111,7 +98,7 @@ class VFNet(DenseDetector):
             pixel_mean, pixel_std: normalisation, in the channel order of the input images.
             input_format: channel order of the input images ("RGB" for the reference's weights).
             fused_ops: compute the Varifocal Loss with the fused kernel
-                :func:`vfnet.ops.varifocal_loss` (default: one pass each way, no temporaries of
+                :func:`vfnet.ops.fused_varifocal_loss` (default: one pass each way, no temporaries of
                 the logits' size) or with the eager :func:`vfnet.losses.varifocal_loss` (the
                 reference). The head has its own ``fused_ops`` for its star-shaped deformable
                 convs; the yacs config sets both from ``MODEL.VFNET.FUSED_OPS``.
@@ -251,19 +238,13 @@ class VFNet(DenseDetector):
         Returns:
             per image, per level, a bool tensor (H_l * W_l,) in row-major order.
         """
-        divisor = max(int(self.backbone.size_divisibility), 1)
-        valid = []
-        for height, width in images.image_sizes:
-            pad_h = int(math.ceil(height / divisor)) * divisor
-            pad_w = int(math.ceil(width / divisor)) * divisor
-            per_level = []
-            for feature, stride in zip(features, self.anchor_generator.strides):
-                h, w = feature.shape[-2:]
-                rows = torch.arange(h, device=feature.device) < math.ceil(pad_h / stride)
-                cols = torch.arange(w, device=feature.device) < math.ceil(pad_w / stride)
-                per_level.append((rows[:, None] & cols[None, :]).reshape(-1))
-            valid.append(per_level)
-        return valid
+        return valid_flags(
+            [f.shape[-2:] for f in features],
+            self.anchor_generator.strides,
+            images.image_sizes,
+            self.backbone.size_divisibility,
+            device=features[0].device,
+        )
 
     @torch.no_grad()
     def label_points(
@@ -320,7 +301,7 @@ class VFNet(DenseDetector):
         pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
         num_pos = pos_mask.sum()
         get_event_storage().put_scalar("num_pos_points", num_pos.item() / num_images)
-        pos_normalizer = max(_mean_over_workers(num_pos.float()).item(), 1.0)
+        pos_normalizer = max(mean_over_workers(num_pos.float()).item(), 1.0)
 
         pos_images, pos_points = pos_mask.nonzero(as_tuple=True)
         pos_anchors = anchors[pos_points]
@@ -356,7 +337,7 @@ class VFNet(DenseDetector):
                 loss_cls = (loss_per_point * weights[..., None]).sum()
 
         return {
-            "loss_cls": self.loss_cls_weight * loss_cls / (pos_normalizer + _NORMALIZER_EPS),
+            "loss_cls": self.loss_cls_weight * loss_cls / (pos_normalizer + NORMALIZER_EPS),
             "loss_bbox_init": self.loss_bbox_init_weight * loss_bbox_init,
             "loss_bbox_refine": self.loss_bbox_refine_weight * loss_bbox_refine,
         }
@@ -370,9 +351,9 @@ class VFNet(DenseDetector):
             (loss, iou): the normalised loss (unweighted by the loss weight) and the (K,) IoUs.
         """
         iou = matched_pairwise_iou(Boxes(pred.detach()), Boxes(target)).clamp(min=1e-6)
-        normalizer = _mean_over_workers(iou.sum()).clamp(min=1.0).item()
+        normalizer = mean_over_workers(iou.sum()).clamp(min=1.0).item()
         loss = (giou_loss(pred, target, reduction="none") * iou).sum()
-        return loss / (normalizer + _NORMALIZER_EPS), iou
+        return loss / (normalizer + NORMALIZER_EPS), iou
 
     # ------------------------------------------------------------------ inference
 
@@ -418,22 +399,6 @@ class VFNet(DenseDetector):
             results.append(self.candidates_single_image(anchors, scores_per_image, boxes_per_image, image_size))
         return results
 
-    def inference_single_image(
-        self,
-        anchors: List[Boxes],
-        scores: List[Tensor],
-        ltrb: List[Tensor],
-        image_size: Tuple[int, int],
-    ) -> Instances:
-        """
-        Args:
-            anchors: per level (P_l,) anchors; their centres are the points.
-            scores: per level (P_l, C) class scores in [0, 1].
-            ltrb: per level (P_l, 4) refined distances (l, t, r, b) in pixels.
-            image_size: (height, width) of the image before padding; boxes are clipped to it.
-        """
-        return self.select_detections(self.candidates_single_image(anchors, scores, ltrb, image_size))
-
     def candidates_single_image(
         self,
         anchors: List[Boxes],
@@ -441,7 +406,15 @@ class VFNet(DenseDetector):
         ltrb: List[Tensor],
         image_size: Tuple[int, int],
     ) -> Instances:
-        """The candidates of one image before NMS (arguments as :meth:`inference_single_image`)."""
+        """
+        The candidates of one image before NMS.
+
+        Args:
+            anchors: per level (P_l,) anchors; their centres are the points.
+            scores: per level (P_l, C) class scores in [0, 1].
+            ltrb: per level (P_l, 4) refined distances (l, t, r, b) in pixels.
+            image_size: (height, width) of the image before padding; boxes are clipped to it.
+        """
         topk = self.test_topk_candidates
         per_level = []
         for anchors_l, scores_l, ltrb_l in zip(anchors, scores, ltrb):

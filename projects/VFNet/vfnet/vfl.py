@@ -24,7 +24,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
 from .losses import varifocal_loss as eager_varifocal_loss
-from .ops import varifocal_loss as fused_varifocal_loss
+from .ops import fused_varifocal_loss
 
 __all__ = ["NORMALIZER_EPS", "aligned_iou", "iou_aware_targets", "varifocal_classification_loss"]
 
@@ -108,7 +108,7 @@ def varifocal_classification_loss(
         weights: optional (R,) per-row weights, e.g. 0 for anchors outside the image or ignored
             by the assigner (the reference's ``label_weights``); None: every row counts.
         alpha, gamma, iou_weighted: Varifocal Loss parameters (0.75, 2, True in the reference).
-        fused: use the fused kernel :func:`vfnet.ops.varifocal_loss` (same result) or the eager
+        fused: use the fused kernel :func:`vfnet.ops.fused_varifocal_loss` (same result) or the eager
             :func:`vfnet.losses.varifocal_loss`.
     Returns:
         A 0-d float32 tensor.

@@ -6,13 +6,13 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from typing import List, Tuple
+from typing import List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
-__all__ = ["register_coco_dataset", "register_voc_dataset", "register_dataset_spec", "num_classes_of"]
+__all__ = ["register_coco_dataset", "register_voc_dataset", "register_dataset_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,10 +123,3 @@ def register_dataset_spec(name: str, spec: str, class_names: List[str] = None) -
         return register_voc_dataset(name, parts[0], parts[1], class_names)
     raise ValueError(f"dataset spec {spec!r}: expected coco:ANNOTATIONS.json:IMAGE_DIR or voc:VOC_DIR:SPLIT")
 
-
-def num_classes_of(dataset_names: Tuple[str, ...]) -> int:
-    """The number of classes of registered datasets (which must agree)."""
-    counts = {name: len(MetadataCatalog.get(name).thing_classes) for name in dataset_names}
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"datasets disagree on their number of classes: {counts}")
-    return counts[dataset_names[0]]

@@ -60,7 +60,7 @@ class RetinaNetVFL(RetinaNet):
                 "positives_per_image" (MMDetection: each image's positives, at least 1, summed).
             ignore_padding: anchors of a location outside an image's own padded area (in a batch
                 of different sizes) take no part in the losses (MMDetection's valid flags).
-            fused_ops: the fused Varifocal Loss kernel (:func:`vfnet.ops.varifocal_loss`).
+            fused_ops: the fused Varifocal Loss kernel (:func:`vfnet.ops.fused_varifocal_loss`).
             kwargs: :class:`~detectron2.modeling.RetinaNet`'s arguments.
         """
         super().__init__(**kwargs)

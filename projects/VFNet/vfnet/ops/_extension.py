@@ -12,8 +12,6 @@ architectures has no code for the GPU at hand. :func:`use_fused_kernels` asks th
 (and, on CUDA, compares the GPU with ``vfnet._C.cuda_arch_list``) once per device; without
 kernels the ops take the fallback there, with one ``RuntimeWarning`` per device type that says
 why and how to rebuild.
-
-This module must not import detectron2.
 """
 import warnings
 from typing import Dict, Optional

@@ -29,7 +29,7 @@ the gradient with respect to a sampling position is that of the bilinear interpo
 at integer positions) and zero where the sample is outside the map.
 
 This module registers the ops' fake (meta) kernels for ``torch.compile`` / ``torch.export`` and
-their autograd formula. It must not import detectron2.
+their autograd formula.
 """
 from typing import Optional
 

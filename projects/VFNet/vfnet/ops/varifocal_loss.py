@@ -18,15 +18,14 @@ weight ``|p - q|**gamma``; the positives' weight q is a target, not a function o
 targets get no gradient (they are IoUs computed from detached boxes in VFNet); pass detached
 targets.
 
-This module registers the ops' fake (meta) kernels and autograd formula. It must not import
-detectron2.
+This module registers the ops' fake (meta) kernels and autograd formula.
 """
 import torch
 from torch import Tensor
 
 from ._extension import HAS_C_EXTENSION, use_fused_kernels
 
-__all__ = ["varifocal_loss"]
+__all__ = ["fused_varifocal_loss"]
 
 #: reduction name -> the op's ``int reduction`` (torch's own enum: none 0, mean 1, sum 2).
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -56,7 +55,7 @@ def _check(logits: Tensor, targets: Tensor, gamma: float, reduction: int, op: st
         raise RuntimeError(f"{op}: expected reduction 0 (none), 1 (mean) or 2 (sum), but got {reduction}")
 
 
-def varifocal_loss(
+def fused_varifocal_loss(
     logits: Tensor,
     targets: Tensor,
     alpha: float = 0.75,
