@@ -8,7 +8,7 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.structures import Boxes, pairwise_iou, pairwise_point_box_distance
+from detectron2.structures import Boxes, Instances, pairwise_iou, pairwise_point_box_distance
 
 __all__ = ["LabelAssigner", "ATSSAssigner", "FCOSAssigner"]
 
@@ -48,6 +48,41 @@ class LabelAssigner(abc.ABC):
         self, anchors_per_level: List[Boxes], valid_per_level: List[torch.Tensor], gt_boxes: Boxes
     ) -> torch.Tensor:
         """(sum P_l,) int64 index of each point's ground truth in ``gt_boxes``, -1 for none."""
+
+    @torch.no_grad()
+    def label_images(
+        self,
+        anchors_per_level: List[Boxes],
+        valid: List[List[torch.Tensor]],
+        gt_instances: List[Instances],
+        num_classes: int,
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """
+        Assign the points of every image of a batch.
+
+        Args:
+            anchors_per_level: as for ``__call__``, the same for every image.
+            valid: per image, ``valid_per_level``.
+            gt_instances: per image, ``gt_boxes`` and ``gt_classes``.
+            num_classes: the class index given to background.
+        Returns:
+            gt_labels: per image (sum P_l,) int64 class of each point, ``num_classes`` for background.
+            gt_boxes: per image (sum P_l, 4) XYXY ground truth of each point (zeros for background).
+        """
+        gt_labels, gt_boxes = [], []
+        for valid_per_level, instances in zip(valid, gt_instances):
+            matched = self(anchors_per_level, valid_per_level, instances.gt_boxes)
+            foreground = matched >= 0
+            if len(instances) > 0:
+                index = matched.clamp(min=0)
+                labels = torch.where(foreground, instances.gt_classes[index], torch.full_like(matched, num_classes))
+                boxes = instances.gt_boxes.tensor[index] * foreground[:, None]
+            else:
+                labels = torch.full_like(matched, num_classes)
+                boxes = torch.zeros((len(matched), 4), device=matched.device)
+            gt_labels.append(labels)
+            gt_boxes.append(boxes)
+        return gt_labels, gt_boxes
 
 
 class ATSSAssigner(LabelAssigner):

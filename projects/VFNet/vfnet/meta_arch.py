@@ -255,22 +255,7 @@ class VFNet(DenseDetector):
             gt_labels: per image (P,) int64 class of each point, ``num_classes`` for background.
             gt_boxes: per image (P, 4) XYXY ground truth of each point (zeros for background).
         """
-        gt_labels, gt_boxes = [], []
-        for valid_per_image, instances in zip(valid, gt_instances):
-            matched = self.assigner(anchors, valid_per_image, instances.gt_boxes)
-            foreground = matched >= 0
-            if len(instances) > 0:
-                index = matched.clamp(min=0)
-                labels = torch.where(
-                    foreground, instances.gt_classes[index], torch.full_like(matched, self.num_classes)
-                )
-                boxes = instances.gt_boxes.tensor[index] * foreground[:, None]
-            else:
-                labels = torch.full_like(matched, self.num_classes)
-                boxes = torch.zeros((len(matched), 4), device=matched.device)
-            gt_labels.append(labels)
-            gt_boxes.append(boxes)
-        return gt_labels, gt_boxes
+        return self.assigner.label_images(anchors, valid, gt_instances, self.num_classes)
 
     def losses(
         self,
