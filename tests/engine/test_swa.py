@@ -10,17 +10,11 @@ import importlib.util
 import io
 import math
 import os
-import sys
 import tempfile
 import unittest
 
 import torch
 from torch import nn
-
-try:
-    import vfnet  # noqa: F401
-except ImportError:  # source checkout without `make install`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer, hooks
@@ -28,8 +22,9 @@ from detectron2.solver import LRMultiplier
 
 from vfnet.lr_scheduler import CyclicCosineParamScheduler
 from vfnet.swa import CheckpointMismatchError, ParameterAverage, SWAHook, average_checkpoints, average_state_dicts
+from vfnet_test_utils import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 
 
 def run_tool(argv):

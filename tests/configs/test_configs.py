@@ -8,24 +8,15 @@ import functools
 import glob
 import os
 import re
-import sys
 import unittest
 
 import numpy as np
 import torch
-
-try:
-    import vfnet
-except ImportError:  # not installed (`make install`): use the source tree
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "projects", "VFNet"))
-    import vfnet
-
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.data.detection_utils import build_augmentation
 from detectron2.engine import DefaultPredictor
-from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import FPN, META_ARCH_REGISTRY, build_model
 from detectron2.solver import LRMultiplier, build_lr_scheduler
 from fvcore.common.param_scheduler import ParamScheduler
@@ -36,8 +27,9 @@ from vfnet.engine import Trainer
 from vfnet.layers import FrozenStatsBatchNorm2d, ModulatedDeformConv2d
 from vfnet.pafpnx import PAFPNX
 from vfnet.res2net import Bottle2neckBlock, Res2NetStem
+from vfnet_test_utils import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 CONFIG_DIR = os.path.join(REPO, "configs", "COCO-Detection")
 PY_CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
 YAML_CONFIGS = sorted(

@@ -7,13 +7,6 @@ import tempfile
 import unittest
 from collections import Counter
 
-try:
-    import vfnet  # noqa: F401
-except ImportError:  # source checkout without `make install`
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
-
 from vfnet.data.synthetic_shapes import (
     CLASS_NAMES,
     TRAIN_NAME,

@@ -5,7 +5,7 @@ import unittest
 import torch
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 from vfnet import ATSSAssigner, FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms

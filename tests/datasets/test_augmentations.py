@@ -6,17 +6,11 @@ hand, bounds over many draws, and the VFNet-X data config. Runs in about a secon
 """
 
 import os
-import sys
 import tempfile
 import unittest
 
 import cv2
 import numpy as np
-
-try:
-    import vfnet  # noqa: F401
-except ImportError:  # source checkout without `make install`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, instantiate
@@ -32,8 +26,9 @@ from vfnet.data import (
     boxes_kept_by_crop,
     keep_ratio_size,
 )
+from vfnet_test_utils import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 VFNETX_DATA = os.path.join(REPO, "configs", "common", "data", "coco_vfnetx.py")
 HOLE_SIZES = [(4, 4), (4, 8), (8, 4), (8, 8), (16, 8), (8, 16), (16, 16), (16, 32), (32, 16), (32, 32), (32, 48), (48, 32), (48, 48)]  # fmt: skip
 
