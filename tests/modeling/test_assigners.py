@@ -5,9 +5,10 @@ import unittest
 
 import torch
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 
 from vfnet import ATSSAssigner, FCOSAssigner
+from vfnet.assigners import LabelAssigner
 
 
 def _grid(sizes, strides, offset=0.0):
@@ -174,3 +175,32 @@ class FCOSAssignerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class _FixedMatches(LabelAssigner):
+    """Returns the matches it was given for each successive image."""
+
+    assigns_padding = False
+
+    def __init__(self, matches):
+        self.matches = list(matches)
+
+    def __call__(self, anchors_per_level, valid_per_level, gt_boxes):
+        return torch.tensor(self.matches.pop(0))
+
+
+class LabelImagesTest(unittest.TestCase):
+    def test_matches_become_classes_and_boxes_and_unmatched_points_background(self):
+        anchors, valid = _grid([(1, 2), (1, 1)], [8, 16])  # 3 points
+        with_gt = Instances((32, 32))
+        with_gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [4.0, 4.0, 20.0, 30.0]]))
+        with_gt.gt_classes = torch.tensor([3, 1])
+        empty = Instances((32, 32))
+        empty.gt_boxes = Boxes(torch.zeros(0, 4))
+        empty.gt_classes = torch.zeros(0, dtype=torch.long)
+        assigner = _FixedMatches([[1, -1, 0], [-1, -1, -1]])
+        labels, boxes = assigner.label_images(anchors, [valid, valid], [with_gt, empty], num_classes=5)
+        self.assertEqual(labels[0].tolist(), [1, 5, 3])
+        self.assertEqual(boxes[0].tolist(), [[4.0, 4.0, 20.0, 30.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 10.0, 10.0]])
+        self.assertEqual(labels[1].tolist(), [5, 5, 5])
+        self.assertEqual(boxes[1].tolist(), [[0.0] * 4] * 3)
