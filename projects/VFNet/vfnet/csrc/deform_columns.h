@@ -23,7 +23,8 @@
 //     void store_grads(int64_t n, int64_t p, const acc_t* gy, const acc_t* gx, const acc_t* gm) const;
 //   };
 //
-// All functions here are host/device inline; no CUDA header is included.
+// The sampling functions are host/device inline, the plan and GEMM helpers host code; no CUDA
+// header is included.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -114,8 +114,10 @@ struct SampleTable {
   std::vector<int64_t> idx;
   std::vector<acc_t> w1, w2, w3, w4, mask;
   // Backward: the same index where the coordinate gradient is defined, else -1, and the
-  // fractional parts.
-  std::vector<int64_t> cidx;
+  // fractional parts. The four neighbours' indices in the (unpadded) images of the segment, less
+  // c * H * W, clamped to the map; the weights of neighbours outside the map are 0 in a
+  // backward table.
+  std::vector<int64_t> cidx, s1, s2, s3, s4;
   std::vector<acc_t> lh, lw, hh, hw;
 
   void resize(int64_t max_pc, bool masked, bool backward) {
@@ -130,6 +132,10 @@ struct SampleTable {
     }
     if (backward) {
       cidx.resize(n);
+      s1.resize(n);
+      s2.resize(n);
+      s3.resize(n);
+      s4.resize(n);
       lh.resize(n);
       lw.resize(n);
       hh.resize(n);
@@ -156,6 +162,7 @@ void build_table(
       const int64_t img = v / geo.positions, p = v % geo.positions;
       const typename Sampler::Point pt = sampler.point(n0 + img, p);
       const int64_t img_offset = img * geo.channels * geo.plane;
+      const int64_t img_offset_in = img * geo.channels * geo.height * geo.width;
       for (int k = 0; k < kTaps; ++k) {
         acc_t y, x, m;
         sampler.tap(pt, k, y, x, m);
@@ -174,6 +181,28 @@ void build_table(
         }
         if (backward) {
           tab.cidx[e] = s.coord_inside ? corner : -1;
+          // Rows / columns of the neighbours, clamped; a neighbour outside gets weight 0 (its
+          // value, a zero of the padding, contributes 0 either way).
+          const bool top = s.h_low >= 0, bottom = s.h_low + 1 < geo.height;
+          const bool left = s.w_low >= 0, right = s.w_low + 1 < geo.width;
+          const int64_t y0 = top ? s.h_low : 0, y1 = bottom ? s.h_low + 1 : geo.height - 1;
+          const int64_t x0 = left ? s.w_low : 0, x1 = right ? s.w_low + 1 : geo.width - 1;
+          tab.s1[e] = img_offset_in + y0 * geo.width + x0;
+          tab.s2[e] = img_offset_in + y0 * geo.width + x1;
+          tab.s3[e] = img_offset_in + y1 * geo.width + x0;
+          tab.s4[e] = img_offset_in + y1 * geo.width + x1;
+          if (!(top && left)) {
+            tab.w1[e] = acc_t(0);
+          }
+          if (!(top && right)) {
+            tab.w2[e] = acc_t(0);
+          }
+          if (!(bottom && left)) {
+            tab.w3[e] = acc_t(0);
+          }
+          if (!(bottom && right)) {
+            tab.w4[e] = acc_t(0);
+          }
           tab.lh[e] = s.lh;
           tab.lw[e] = s.lw;
           tab.hh[e] = s.hh;
@@ -246,11 +275,12 @@ void im2col(
 }
 
 // The backward of one tap of one channel over the chunk's positions: scatters the (masked)
-// grad_columns row `grow` into the padded grad_x plane `gp`, and adds the derivative of each
-// sample with respect to its position (kY, kX: Y or X depends on an input; without the mask,
-// which Sampler::store_grads applies) and, kMasked, to the mask (the sample itself) to gy, gx, gm.
-// Only samples with a defined coordinate gradient (cidx >= 0) contribute; the bilinear weights are
-// 0 where the sample itself is outside (y or x exactly -1).
+// grad_columns row `grow` into the channel's grad_x plane `gp` (of the segment's images, less
+// c * H * W), and adds the derivative of each sample with respect to its position (kY, kX: Y or X
+// depends on an input; without the mask, which Sampler::store_grads applies) and, kMasked, to the
+// mask (the sample itself) to gy, gx, gm; `xp` is the channel's padded plane. Only samples with a
+// defined coordinate gradient (cidx >= 0) contribute; the bilinear weights are 0 where the sample
+// itself is outside (y or x exactly -1) and for neighbours outside the map.
 template <bool kY, bool kX, bool kMasked, typename acc_t, typename col_t>
 void backward_tap(
     const SampleTable<acc_t>& tab,
@@ -264,6 +294,10 @@ void backward_tap(
     acc_t* gm) {
   const int64_t pc = tab.pc, off = k * pc;
   const int64_t* cidx = tab.cidx.data() + off;
+  const int64_t* s1 = tab.s1.data() + off;
+  const int64_t* s2 = tab.s2.data() + off;
+  const int64_t* s3 = tab.s3.data() + off;
+  const int64_t* s4 = tab.s4.data() + off;
   const acc_t* w1 = tab.w1.data() + off;
   const acc_t* w2 = tab.w2.data() + off;
   const acc_t* w3 = tab.w3.data() + off;
@@ -280,11 +314,10 @@ void backward_tap(
     }
     const acc_t gv = static_cast<acc_t>(grow[q]);
     const acc_t gs = kMasked ? m[q] * gv : gv;
-    acc_t* d = gp + ci;
-    d[0] += w1[q] * gs;
-    d[1] += w2[q] * gs;
-    d[wp] += w3[q] * gs;
-    d[wp + 1] += w4[q] * gs;
+    gp[s1[q]] += w1[q] * gs;
+    gp[s2[q]] += w2[q] * gs;
+    gp[s3[q]] += w3[q] * gs;
+    gp[s4[q]] += w4[q] * gs;
     if (kY || kX || kMasked) {
       const acc_t* v = xp + ci;
       const acc_t v1 = v[0], v2 = v[1], v3 = v[wp], v4 = v[wp + 1];
@@ -340,8 +373,8 @@ void forward_impl(
 }
 
 // grad_out: contiguous (N, O, Ho, Wo) of col_t; x: contiguous (N, C, H, W) of scalar_t;
-// weight2d: contiguous (O, C / groups * 9) of col_t; grad_x: contiguous (N, C, H, W) of scalar_t;
-// grad_weight2d: contiguous (O, C / groups * 9) of acc_t, zero. The positions' gradients go to
+// weight2d: contiguous (O, C / groups * 9) of col_t; grad_x: zero, contiguous (N, C, H, W) of
+// scalar_t; grad_weight2d: contiguous (O, C / groups * 9) of acc_t, zero. The positions' gradients go to
 // the sampler's store_grads.
 template <typename scalar_t, typename acc_t, typename col_t, typename Sampler>
 void backward_impl(
@@ -365,7 +398,9 @@ void backward_impl(
   const int64_t max_pc = plan.max_pc;
   const auto acc_opts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor pad = at::empty({plan.n_parallel * channels, geo.height + 2, wp}, acc_opts);
-  at::Tensor grad_pad = at::empty({plan.n_parallel * channels, geo.height + 2, wp}, acc_opts);
+  // grad_x is summed in acc_t: in grad_x itself, or (bfloat16, float16) in a float32 copy.
+  constexpr bool x_is_acc = std::is_same<scalar_t, acc_t>::value;
+  at::Tensor grad_acc = x_is_acc ? grad_x : at::zeros(grad_x.sizes(), acc_opts);
   at::Tensor columns = at::empty({rows * max_pc}, weight2d.options());
   at::Tensor grad_columns = at::empty({rows * max_pc}, weight2d.options());
   // Blocks of a group's channels (the same count for every group).
@@ -377,11 +412,10 @@ void backward_impl(
   constexpr bool same_type = std::is_same<col_t, acc_t>::value;
 
   const scalar_t* x_ptr = x.const_data_ptr<scalar_t>();
-  for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool last) {
+  for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool first, bool) {
     if (first) {
       pad_images<scalar_t, acc_t>(
           x_ptr + n0 * channels * hw_in, n_seg, geo, pad.mutable_data_ptr<acc_t>());
-      grad_pad.zero_();
     }
     build_table(sampler, geo, n0, v0, pc, true, tab);
     const at::Tensor g = chunk_matrix(grad_out, n0, n_seg, v0, pc);
@@ -390,7 +424,7 @@ void backward_impl(
     partial.zero_();
     acc_t* part = partial.mutable_data_ptr<acc_t>();
     const acc_t* xpad = pad.const_data_ptr<acc_t>();
-    acc_t* gpad = grad_pad.mutable_data_ptr<acc_t>();
+    acc_t* gseg = grad_acc.mutable_data_ptr<acc_t>() + n0 * channels * hw_in;
     const col_t* gc = gcols.const_data_ptr<col_t>();
     for (int64_t grp = 0; grp < geo.groups; ++grp) {
       const int64_t c_first = grp * cg;
@@ -415,7 +449,7 @@ void backward_impl(
           const int64_t c_begin = cg * blk / blocks, c_end = cg * (blk + 1) / blocks;
           for (int64_t cl = c_begin; cl < c_end; ++cl) {
             const acc_t* xp = xpad + (c_first + cl) * plane;
-            acc_t* gp = gpad + (c_first + cl) * plane;
+            acc_t* gp = gseg + (c_first + cl) * hw_in;
             for (int k = 0; k < kTaps; ++k) {
               const col_t* grow = gc + (cl * kTaps + k) * pc;
               acc_t* gy = gy_blk + k * pc;
@@ -454,23 +488,10 @@ void backward_impl(
             n0 + v / geo.positions, v % geo.positions, sums[0], sums[1], sums[kSums - 1]);
       }
     });
-    if (last) {
-      // The interiors of the padded gradients are grad_x of the segment's images.
-      scalar_t* gx_seg = grad_x.mutable_data_ptr<scalar_t>() + n0 * channels * hw_in;
-      const acc_t* gsrc = grad_pad.const_data_ptr<acc_t>();
-      at::parallel_for(0, n_seg * channels, grain(hw_in), [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          const acc_t* src = gsrc + c * plane + wp + 1;
-          scalar_t* dst = gx_seg + c * hw_in;
-          for (int64_t y = 0; y < geo.height; ++y) {
-            for (int64_t xx = 0; xx < geo.width; ++xx) {
-              dst[y * geo.width + xx] = static_cast<scalar_t>(src[y * wp + xx]);
-            }
-          }
-        }
-      });
-    }
   });
+  if (!x_is_acc) {
+    grad_x.copy_(grad_acc);
+  }
 }
 
 } // namespace cpu
