@@ -266,3 +266,16 @@ def resolve_norm(norm):
     if isinstance(norm, str) and norm in _OWN_NORMS:
         return _OWN_NORMS[norm]
     return norm
+
+
+def disable_fused_deformable_convs(module: nn.Module) -> int:
+    """
+    Make every :class:`StarDeformConv2d` and :class:`ModulatedDeformConv2d` inside ``module`` (the
+    head's, the DCNv2 backbone's and neck's) take its torchvision path. Returns how many it found.
+    """
+    count = 0
+    for m in module.modules():
+        if isinstance(m, (StarDeformConv2d, ModulatedDeformConv2d)):
+            m.use_fused_op = False
+            count += 1
+    return count

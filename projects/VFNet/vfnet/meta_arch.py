@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .assigners import ATSSAssigner, FCOSAssigner
 from .head import VFNetHead
+from .layers import disable_fused_deformable_convs
 from .losses import varifocal_loss
 from .ops import varifocal_loss as fused_varifocal_loss
 from .nms import batched_soft_nms
@@ -123,8 +124,10 @@ class VFNet(DenseDetector):
             fused_ops: compute the Varifocal Loss with the fused kernel
                 :func:`vfnet.ops.varifocal_loss` (default: one pass each way, no temporaries of
                 the logits' size) or with the eager :func:`vfnet.losses.varifocal_loss` (the
-                reference). The head has its own ``fused_ops`` for its star-shaped deformable
-                convs; the yacs config sets both from ``MODEL.VFNET.FUSED_OPS``.
+                reference). False also turns every deformable conv of the detector (the head's
+                star convs, the DCNv2 convs of the backbone, neck and head) to its torchvision
+                path; True leaves each as it was built (their own ``use_fused_op``, on by
+                default). The yacs config sets it from ``MODEL.VFNET.FUSED_OPS``.
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if head.num_classes != num_classes:
@@ -158,6 +161,8 @@ class VFNet(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
         self.fused_ops = fused_ops
+        if not fused_ops:
+            disable_fused_deformable_convs(self)
 
     @classmethod
     def from_config(cls, cfg):
