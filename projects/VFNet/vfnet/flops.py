@@ -16,7 +16,8 @@ and 1 more each for the modulation mask of DCNv2. Building the star offsets from
 elementwise and not counted (fvcore ignores elementwise ops).
 
 ``import vfnet`` adds the handles to fvcore's defaults (:func:`register_flop_handles`), so every
-``FlopCountAnalysis`` made afterwards (Detectron2's tools included) counts these ops;
+``FlopCountAnalysis`` made afterwards (Detectron2's tools included) counts these ops (and every
+``ActivationCountAnalysis`` their output elements, :data:`ACTIVATION_HANDLES`);
 :data:`FLOP_HANDLES` can also be passed to ``FlopCountAnalysis.set_op_handle(**FLOP_HANDLES)``
 or ``fvcore.nn.flop_count(..., supported_ops=FLOP_HANDLES)``. The Varifocal Loss
 (``vfnet::varifocal_loss``) runs only in training and never appears in an inference count.
@@ -25,9 +26,9 @@ import sys
 from collections import Counter
 from typing import Any, Dict, List, Sequence
 
-from fvcore.nn.jit_handles import get_shape
+from fvcore.nn.jit_handles import generic_activation_jit, get_shape
 
-__all__ = ["FLOP_HANDLES", "deform_conv_flops", "register_flop_handles"]
+__all__ = ["FLOP_HANDLES", "ACTIVATION_HANDLES", "deform_conv_flops", "register_flop_handles"]
 
 #: Multiply-adds per bilinearly sampled value (4 neighbours), as fvcore counts bilinear upsampling.
 BILINEAR_MACS = 4
@@ -84,20 +85,34 @@ FLOP_HANDLES: Dict[str, Any] = {
 }
 
 
+#: fvcore activation handles (``ActivationCountAnalysis``, Detectron2's
+#: ``activation_count_operators``): the output elements, as fvcore counts a convolution's.
+ACTIVATION_HANDLES: Dict[str, Any] = {
+    "vfnet::star_deform_conv": generic_activation_jit("star_deform_conv"),
+    "vfnet::modulated_deform_conv": generic_activation_jit("modulated_deform_conv"),
+    "torchvision::deform_conv2d": generic_activation_jit("deform_conv2d"),
+}
+
+
 def register_flop_handles() -> bool:
     """
-    Add :data:`FLOP_HANDLES` to the handles every ``fvcore.nn.FlopCountAnalysis`` starts with
-    (fvcore's ``_DEFAULT_SUPPORTED_OPS``; handles set later with ``set_op_handle`` still win).
+    Add :data:`FLOP_HANDLES` and :data:`ACTIVATION_HANDLES` to the handles every
+    ``fvcore.nn.FlopCountAnalysis`` / ``ActivationCountAnalysis`` starts with (fvcore's
+    ``_DEFAULT_SUPPORTED_OPS`` tables; handles set later with ``set_op_handle`` still win).
 
     Returns:
-        True if they were added; False (and nothing changes) for an fvcore without that table.
+        True if they were added; False (and nothing changes) for an fvcore without those tables.
     """
-    import fvcore.nn  # noqa: F401  (loads fvcore.nn.flop_count)
+    import fvcore.nn  # noqa: F401  (loads fvcore.nn.flop_count and fvcore.nn.activation_count)
 
-    defaults = getattr(sys.modules["fvcore.nn.flop_count"], "_DEFAULT_SUPPORTED_OPS", None)
-    if not isinstance(defaults, dict):
+    tables = [
+        getattr(sys.modules.get(name), "_DEFAULT_SUPPORTED_OPS", None)
+        for name in ("fvcore.nn.flop_count", "fvcore.nn.activation_count")
+    ]
+    if not all(isinstance(t, dict) for t in tables):
         return False
-    defaults.update(FLOP_HANDLES)
+    tables[0].update(FLOP_HANDLES)
+    tables[1].update(ACTIVATION_HANDLES)
     return True
 
 
