@@ -2,7 +2,8 @@
 Shared by every test folder: ``vfnet_test_utils`` (next to this file) is importable, and so is
 ``vfnet`` from a source checkout without ``make install``. The folders follow the package:
 modeling/ (the VFNet model), detectors/, datasets/ (vfnet.data), engine/, ops/, analysis/,
-mmdet/ (MMDetection parity and checkpoint conversion), configs/, tools/; data/ holds fixtures.
+mmdet/ (MMDetection parity and checkpoint conversion), export/ (TorchScript, ONNX), configs/,
+tools/; data/ holds fixtures.
 """
 import importlib.util
 import os

@@ -3,11 +3,18 @@
 Benchmark VFNet's fused ops against the path a user would otherwise take.
 
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
+                                  [--ops star_conv,dcn,vfl]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
   1333x800 image, (1, 256, 100, 168), and a batch of 2; 256 output channels, no bias (the head's
   star convs). A plain 3x3 ``conv2d`` of the same shape is timed as a yardstick.
+- ``dcn``: :func:`vfnet.ops.modulated_deform_conv` (DCNv2) vs ``torchvision.ops.deform_conv2d``
+  with the same offsets and mask (:func:`vfnet.ops.modulated_deform_conv_reference`), on the 3x3
+  convs of a ResNet-50-DCN backbone for a 1333x800 image: res3's first block (stride 2, from
+  (1, 128, 200, 336)), then res3, res4 and res5 at stride 1; as many output channels as input
+  channels, no bias, offsets of a few pixels, mask in (0, 1). ``conv2d`` of the same shape and
+  stride is the yardstick.
 - ``vfl``: :func:`vfnet.ops.fused_varifocal_loss` vs the eager :func:`vfnet.losses.varifocal_loss`, and
   a third column, ``compiled``: ``torch.compile(eager loss, dynamic=True)``, on 2 x 20000 x 80
   and 8 x 21000 x 80 logits (COCO: P3-P7 of a 1333x800 image give ~21000 points) with IoU
@@ -46,9 +53,23 @@ import torch
 import torch.nn.functional as F
 
 from vfnet.losses import varifocal_loss as eager_varifocal_loss
-from vfnet.ops import fused_varifocal_loss, star_deform_conv, star_deform_conv_reference, use_fused_kernels
+from vfnet.ops import (
+    fused_varifocal_loss,
+    modulated_deform_conv,
+    modulated_deform_conv_reference,
+    star_deform_conv,
+    star_deform_conv_reference,
+    use_fused_kernels,
+)
 
 STAR_SHAPES = {"P3 1x256x100x168": (1, 256, 100, 168), "P3 2x256x100x168": (2, 256, 100, 168)}
+# name: ((N, C, H, W) of the input, stride)
+DCN_SHAPES = {
+    "res3 s2 1x128x200x336": ((1, 128, 200, 336), 2),
+    "res3 1x128x100x168": ((1, 128, 100, 168), 1),
+    "res4 1x256x50x84": ((1, 256, 50, 84), 1),
+    "res5 1x512x25x42": ((1, 512, 25, 42), 1),
+}
 VFL_SHAPES = {"VFL 2x20000x80": (2, 20000, 80), "VFL 8x21000x80": (8, 21000, 80)}
 PASSES = ("fwd", "fwd+bwd")
 
@@ -65,6 +86,18 @@ def star_inputs(shape, device, requires_grad):
     ltrb = torch.rand(n, 4, h, w, generator=g).mul_(16.0)
     weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01)
     return [t.to(device).requires_grad_(requires_grad) for t in (x, ltrb, weight)]
+
+
+def dcn_inputs(shape, stride, device, requires_grad):
+    n, c, h, w = shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, w, generator=g)
+    # Offsets of a few pixels (some samples fall outside near the borders), mask in (0, 1).
+    offset = torch.randn(n, 18, ho, wo, generator=g).mul_(2.0)
+    mask = torch.rand(n, 9, ho, wo, generator=g)
+    weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01)
+    return [t.to(device).requires_grad_(requires_grad) for t in (x, offset, mask, weight)]
 
 
 def vfl_inputs(shape, device, requires_grad):
@@ -90,9 +123,20 @@ def compiled_varifocal_loss(*args, **kwargs):
 VFL_IMPLS = {"ours": fused_varifocal_loss, "baseline": eager_varifocal_loss, "compiled": compiled_varifocal_loss}
 
 
-def make_fn(op, impl, shape, device, backward):
+def make_fn(op, impl, shape, device, backward, stride=1):
     """A closure running one pass, and the tensors it needs (kept alive by the caller)."""
-    if op == "star_conv":
+    if op == "dcn":
+        x, offset, mask, weight = dcn_inputs(shape, stride, device, backward)
+        if impl == "conv2d":
+            fn_out = lambda: F.conv2d(x, weight, stride=stride, padding=1)  # noqa: E731
+            grads = (x, weight)
+        else:
+            conv = modulated_deform_conv if impl == "ours" else modulated_deform_conv_reference
+            fn_out = lambda: conv(x, offset, mask, weight, stride=stride, padding=1)  # noqa: E731
+            grads = (x, offset, mask, weight)
+        grad_out = torch.randn(shape[0], weight.shape[0], *offset.shape[2:], device=device) if backward else None
+        inputs = (x, offset, mask, weight, grad_out)
+    elif op == "star_conv":
         x, ltrb, weight = star_inputs(shape, device, backward)
         if impl == "conv2d":
             fn_out = lambda: F.conv2d(x, weight, padding=1)  # noqa: E731
@@ -171,13 +215,14 @@ def memory_child(spec):
     """Runs in a fresh process: one pass, prints the peak RSS above the RSS before it."""
     torch.set_num_threads(spec["threads"])
     op, impl, shape, backward = spec["op"], spec["impl"], tuple(spec["shape"]), spec["backward"]
+    stride = spec.get("stride", 1)
     # Warm up on a small input (loads kernels, starts the thread pool, sizes BLAS buffers); the
     # VFL on the measured shape itself, so that compilation is not part of the measured pass.
-    small = (1, 16, 8, 8) if op == "star_conv" else shape
-    warm_fn, _ = make_fn(op, impl, small, "cpu", backward)
+    small = shape if op == "vfl" else (1, 16, 8, 8)
+    warm_fn, _ = make_fn(op, impl, small, "cpu", backward, stride)
     warm_fn()
     del warm_fn
-    fn, inputs = make_fn(op, impl, shape, "cpu", backward)
+    fn, inputs = make_fn(op, impl, shape, "cpu", backward, stride)
     gc.collect()
     rss_before = _proc_status_kib("VmRSS")
     exact = _reset_peak_rss()
@@ -212,8 +257,8 @@ def compiled_first_call_seconds(shape, device, backward, threads, cache_dir):
     return json.loads(out.strip().splitlines()[-1])["first_call_s"]
 
 
-def cpu_peak_memory(op, impl, shape, backward, threads):
-    spec = {"op": op, "impl": impl, "shape": list(shape), "backward": backward, "threads": threads}
+def cpu_peak_memory(op, impl, shape, backward, threads, stride=1):
+    spec = {"op": op, "impl": impl, "shape": list(shape), "backward": backward, "threads": threads, "stride": stride}
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576", PYTHONWARNINGS="ignore")
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)],
@@ -242,21 +287,29 @@ def run(args):
     device = args.device
     threads = torch.get_num_threads()
     results = []
-    cases = [("star_conv", name, shape) for name, shape in STAR_SHAPES.items()] + [
-        ("vfl", name, shape) for name, shape in VFL_SHAPES.items()
-    ]
+    cases = {
+        "star_conv": [("star_conv", name, shape, 1) for name, shape in STAR_SHAPES.items()],
+        "dcn": [("dcn", name, shape, stride) for name, (shape, stride) in DCN_SHAPES.items()],
+        "vfl": [("vfl", name, shape, 1) for name, shape in VFL_SHAPES.items()],
+    }
     if args.quick:
-        cases = [cases[0], cases[-1]]
-    if args.op:
-        cases = [c for c in cases if c[0] == args.op]
-    for op, name, shape in cases:
-        impls = ("ours", "baseline", "conv2d") if op == "star_conv" else ("ours", "baseline", "compiled")
-        repeats = args.repeats or (5 if (op == "star_conv" and device == "cpu") else 20 if device == "cpu" else 50)
+        cases = {op: c[:1] for op, c in cases.items()}
+    cases = [case for op in args.ops for case in cases[op]]
+    for op, name, shape, stride in cases:
+        impls = ("ours", "baseline", "compiled") if op == "vfl" else ("ours", "baseline", "conv2d")
+        if args.repeats:
+            repeats = args.repeats
+        elif device == "cpu":
+            repeats = {"star_conv": 5, "dcn": 3, "vfl": 20}[op]
+        else:
+            repeats = 50
         for pass_name in PASSES:
             backward = pass_name == "fwd+bwd"
             row = {"op": op, "case": name, "shape": list(shape), "pass": pass_name, "repeats": repeats}
+            if op == "dcn":
+                row["stride"] = stride
             for impl in impls:
-                fn, inputs = make_fn(op, impl, shape, device, backward)
+                fn, inputs = make_fn(op, impl, shape, device, backward, stride)
                 median, times = time_pass(fn, device, repeats, args.warmup)
                 row[f"{impl}_ms"] = median * 1e3
                 row[f"{impl}_ms_all"] = [round(t * 1e3, 2) for t in times]
@@ -266,8 +319,8 @@ def run(args):
                     else:
                         del fn, inputs
                         gc.collect()
-                        row[f"{impl}_peak_bytes"] = cpu_peak_memory(op, impl, shape, backward, threads)
-                print(f"  {name:18s} {pass_name:8s} {impl:9s} {median * 1e3:10.2f} ms", file=sys.stderr, flush=True)
+                        row[f"{impl}_peak_bytes"] = cpu_peak_memory(op, impl, shape, backward, threads, stride)
+                print(f"  {name:22s} {pass_name:8s} {impl:9s} {median * 1e3:10.2f} ms", file=sys.stderr, flush=True)
             row["speedup"] = row["baseline_ms"] / row["ours_ms"]
             if "compiled_ms" in row:
                 row["ours_over_compiled"] = row["ours_ms"] / row["compiled_ms"]
@@ -313,7 +366,7 @@ def targets(results, device):
 def print_table(results, device):
     mib = lambda b: f"{b / 2**20:9.1f}" if b is not None else "        -"  # noqa: E731
     header = (
-        f"{'op':9s} {'case':18s} {'pass':8s} {'ours ms':>9s} {'base ms':>9s} {'speedup':>8s} "
+        f"{'op':9s} {'case':22s} {'pass':8s} {'ours ms':>9s} {'base ms':>9s} {'speedup':>8s} "
         f"{'conv2d ms':>9s} {'ours/conv':>9s} {'ours MiB':>9s} {'base MiB':>9s} {'mem ratio':>9s}"
     )
     print(header)
@@ -323,13 +376,14 @@ def print_table(results, device):
         over = f"{r['ours_over_conv2d']:9.2f}" if "ours_over_conv2d" in r else "        -"
         ratio = f"{r['peak_ratio']:9.3f}" if "peak_ratio" in r else "        -"
         print(
-            f"{r['op']:9s} {r['case']:18s} {r['pass']:8s} {r['ours_ms']:9.2f} {r['baseline_ms']:9.2f} "
+            f"{r['op']:9s} {r['case']:22s} {r['pass']:8s} {r['ours_ms']:9.2f} {r['baseline_ms']:9.2f} "
             f"{r['speedup']:7.2f}x {conv} {over} {mib(r.get('ours_peak_bytes'))} "
             f"{mib(r.get('baseline_peak_bytes'))} {ratio}"
         )
     print(
-        "(baseline: star_conv = star offsets by PyTorch ops + torchvision deform_conv2d; vfl = eager "
-        "vfnet.losses.varifocal_loss. MiB = peak memory above the inputs during the pass)"
+        "(baseline: star_conv = star offsets by PyTorch ops + torchvision deform_conv2d; dcn = torchvision "
+        "deform_conv2d with mask; vfl = eager vfnet.losses.varifocal_loss. MiB = peak memory above the inputs "
+        "during the pass)"
     )
     compiled = [r for r in results if "compiled_ms" in r]
     if compiled:
@@ -362,8 +416,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    parser.add_argument("--quick", action="store_true", help="one star_conv case and the last VFL case")
-    parser.add_argument("--op", choices=["star_conv", "vfl"], default=None, help="only this op's cases")
+    parser.add_argument("--quick", action="store_true", help="the first case of each op")
+    parser.add_argument(
+        "--ops",
+        default="star_conv,dcn,vfl",
+        type=lambda v: [op.strip() for op in v.split(",") if op.strip()],
+        help="comma-separated ops to benchmark: star_conv, dcn, vfl (default: all)",
+    )
     parser.add_argument(
         "--tf32",
         action="store_true",
@@ -376,6 +435,9 @@ def main(argv=None):
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--first-call-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    unknown = [op for op in args.ops if op not in ("star_conv", "dcn", "vfl")]
+    if unknown:
+        parser.error(f"--ops: unknown op(s) {', '.join(unknown)} (choose from star_conv, dcn, vfl)")
     if args.memory_child is not None:
         memory_child(json.loads(args.memory_child))
         return 0

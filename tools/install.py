@@ -25,6 +25,7 @@
 Uses only the standard library, so any Python >= 3.9 can run it.
 """
 import argparse
+import ast
 import datetime
 import hashlib
 import importlib.util
@@ -307,10 +308,21 @@ def assemble_fallback(sdist):
     if not (pkg / "detectron2" / "model_zoo" / "configs" / "common" / "train.py").is_file():
         raise InstallError("the sdist has no detectron2/model_zoo/configs; cannot repackage it")
     shutil.copy2(FALLBACK_DIR / "_C.py", pkg / "detectron2" / "_C.py")
+    # v0.6's detectron2/export/__init__.py imports caffe2 (gone from PyTorch): guard it as main does.
+    shutil.copy2(FALLBACK_DIR / "export_init.py", pkg / "detectron2" / "export" / "__init__.py")
     shutil.copy2(FALLBACK_DIR / "setup.py", pkg / "setup.py")
     if (top / "LICENSE").is_file():
         shutil.copy2(top / "LICENSE", pkg / "LICENSE")
     return pkg
+
+
+def fallback_revision():
+    """FALLBACK_REVISION of tools/detectron2_fallback/_C.py: the revision this checkout installs."""
+    tree = ast.parse((FALLBACK_DIR / "_C.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FALLBACK_REVISION"]:
+            return int(ast.literal_eval(node.value))
+    raise InstallError(f"{FALLBACK_DIR / '_C.py'} defines no FALLBACK_REVISION")
 
 
 def install_detectron2_fallback(env, probe):
@@ -343,6 +355,12 @@ def ensure_detectron2(env, probe, source, record, force):
             and record.get("detectron2_location") == d2.get("location")
         )
         keep = False
+        # A fallback repackaged by an older checkout (e.g. without the caffe2 guard) is redone.
+        stale = d2.get("fallback") and d2.get("fallback_revision", 1) < fallback_revision()
+        if stale and source in ("auto", "pypi"):
+            info(f"the installed fallback is of revision {d2.get('fallback_revision', 1)}; this checkout "
+                 f"repackages revision {fallback_revision()} (tools/detectron2_fallback/): reinstalling it")
+            return install_detectron2_fallback(env, probe)
         if source == "auto" and not (force and ours):  # never replace a detectron2 of yours
             keep = True
         elif source == "pypi" and d2.get("fallback") and not force:

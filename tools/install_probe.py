@@ -53,6 +53,8 @@ def probe_detectron2():
         from detectron2 import _C
 
         info["fallback"] = bool(getattr(_C, "IS_PURE_PYTHON_FALLBACK", False))
+        if info["fallback"]:
+            info["fallback_revision"] = int(getattr(_C, "FALLBACK_REVISION", 1))
         info["importable"] = True
     except Exception as e:  # report anything: a broken install is reinstalled
         info["error"] = f"{type(e).__name__}: {e}"

@@ -8,13 +8,14 @@ from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import CosineParamScheduler
 
 from vfnet.data import TRAIN_NAME, VAL_NAME  # registered on import, generated on first use
+from vfnet.data import build_seeded_train_loader
 from vfnet.data.mapper import CheckedDatasetMapper
 from vfnet.engine import build_evaluator, checked_dataset_dicts
 
@@ -41,7 +42,7 @@ model.head.stacked_convs = 2
 model.head.bbox_norm_type = "stride"
 
 dataloader = OmegaConf.create()
-dataloader.train = L(build_detection_train_loader)(
+dataloader.train = L(build_seeded_train_loader)(
     dataset=L(checked_dataset_dicts)(names=TRAIN_NAME),
     mapper=L(CheckedDatasetMapper)(
         is_train=True,
@@ -51,6 +52,7 @@ dataloader.train = L(build_detection_train_loader)(
     ),
     total_batch_size=16,
     num_workers=1,
+    seed="${...train.seed}",  # the order of the images follows train.seed
 )
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(checked_dataset_dicts)(names=VAL_NAME, filter_empty=False),
@@ -76,6 +78,9 @@ optimizer = L(torch.optim.SGD)(
     weight_decay=1e-4,
 )
 
+# Seeded (python, numpy, torch, the order of the images, the workers' augmentations): a run with the
+# same seed on the same machine repeats itself; `train.seed=N` trains another model.
+train.seed = 0
 train.max_iter = 2600
 train.device = "cpu"
 train.init_checkpoint = ""

@@ -431,3 +431,27 @@ class ImageNetConversionTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FusedOpsSwitchTest(unittest.TestCase):
+    def test_fused_ops_false_reaches_every_deformable_conv(self):
+        from detectron2.config import LazyConfig, instantiate
+
+        from vfnet.layers import StarDeformConv2d
+
+        path = os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet_R_50_FPN_MDCONV_c3-c5_MS_2x.py")
+        outputs = {}
+        for fused in (True, False):
+            cfg = LazyConfig.load(path)
+            cfg.model.fused_ops = fused
+            torch.manual_seed(0)
+            model = instantiate(cfg.model).eval()
+            layers = [m for m in model.modules() if isinstance(m, (StarDeformConv2d, ModulatedDeformConv2d))]
+            self.assertEqual(len(layers), 2 + 13 + 2)  # head star convs, res3-res5 blocks, head DCNv2 convs
+            self.assertEqual({m.use_fused_op for m in layers}, {fused})
+            randomize_(model.backbone.bottom_up.res3, seed=2, offset_std=0.1)
+            with torch.no_grad():
+                outputs[fused] = model.backbone(torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)))
+        # the fused DCNv2 and star convs give torchvision's results (bit for bit on the CPU in float32)
+        for name in outputs[True]:
+            torch.testing.assert_close(outputs[True][name], outputs[False][name], rtol=0, atol=0)

@@ -11,7 +11,7 @@ from unittest import mock
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vfnet.ops import HAS_C_EXTENSION, _extension, star_deform_conv, varifocal_loss
+from vfnet.ops import HAS_C_EXTENSION, _extension, modulated_deform_conv, star_deform_conv, varifocal_loss
 
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
 
@@ -42,17 +42,22 @@ def dispatcher_without(key):
 
 
 def run_ops():
-    """star_deform_conv and varifocal_loss forward and backward on small CPU inputs; returns the
-    outputs, the gradients and the names of the ops that ran."""
+    """star_deform_conv, modulated_deform_conv (stride 2, 2 groups) and varifocal_loss forward and
+    backward on small CPU inputs; returns the outputs, the gradients and the names of the ops
+    that ran."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 6, generator=g, requires_grad=True)
     ltrb = (torch.rand(2, 4, 5, 6, generator=g) * 4).requires_grad_()
     weight = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
-    targets = (torch.rand(2, 4, 5, 6, generator=g) > 0.8) * torch.rand(2, 4, 5, 6, generator=g)
+    offset = torch.randn(2, 18, 3, 3, generator=g).mul(2).requires_grad_()
+    mask = torch.rand(2, 9, 3, 3, generator=g, requires_grad=True)
+    dcn_weight = torch.randn(4, 2, 3, 3, generator=g, requires_grad=True)
+    targets = (torch.rand(2, 4, 3, 3, generator=g) > 0.8) * torch.rand(2, 4, 3, 3, generator=g)
     with OpRecorder() as recorder:
         out = star_deform_conv(x, ltrb, weight)
+        out = modulated_deform_conv(out, offset, mask, dcn_weight, stride=2)
         loss = varifocal_loss(out, targets)
-        grads = torch.autograd.grad(loss, (x, ltrb, weight))
+        grads = torch.autograd.grad(loss, (x, ltrb, weight, offset, mask, dcn_weight))
     return out, loss, grads, recorder.names
 
 
@@ -69,6 +74,7 @@ class FallbackTest(unittest.TestCase):
             warnings.simplefilter("error")  # no warning either
             _, _, _, names = run_ops()
         self.assertIn("vfnet::star_deform_conv", names)
+        self.assertIn("vfnet::modulated_deform_conv", names)
         self.assertIn("vfnet::varifocal_loss", names)
         self.assertNotIn("torchvision::deform_conv2d", names)
 

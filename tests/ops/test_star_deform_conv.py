@@ -358,14 +358,18 @@ class MissingExtensionTest(unittest.TestCase):
                 warnings.simplefilter("always")
                 import torch
                 import vfnet
-                from vfnet import StarDeformConv2d
-                from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, varifocal_loss
+                from vfnet import ModulatedDeformConv2d, StarDeformConv2d
+                from vfnet.ops import HAS_C_EXTENSION, modulated_deform_conv, star_deform_conv, varifocal_loss
             ours = [w for w in caught if "vfnet._C could not be loaded" in str(w.message)]
             assert not HAS_C_EXTENSION
             assert len(ours) == 1 and ours[0].category is RuntimeWarning, [str(w.message) for w in caught]
             x = torch.randn(1, 2, 4, 5, requires_grad=True)
             ltrb = torch.rand(1, 4, 4, 5) * 3
             y = StarDeformConv2d(2, 3)(x, ltrb) + star_deform_conv(x, ltrb, torch.randn(3, 2, 3, 3))
+            offset, mask = torch.randn(1, 18, 2, 3), torch.rand(1, 9, 2, 3)
+            y = ModulatedDeformConv2d(3, 2, stride=2)(y).sum() + modulated_deform_conv(
+                y, offset, mask, torch.randn(2, 3, 3, 3), stride=2
+            )
             loss = varifocal_loss(y, torch.zeros_like(y)) + y.sum()
             loss.backward()
             assert x.grad is not None
@@ -395,10 +399,10 @@ def fractional_boxes(n, h, w, reach, device, seed):
 
 
 class ChunkPlanMixin:
-    """The column plan (star_make_plan in csrc/star_deform_conv.h) on `device`: chunks of at most
-    max(min_chunk, budget / (C * 9 * element size)) positions, with budget / min_chunk 8 MiB / 256
-    on the CPU and 64 MiB / 1024 on CUDA; the images of a group (the largest divisor of N up to
-    32) share one chunk when their positions fit. Each device's shapes below are cut into several
+    """The column plan (make_column_plan in csrc/deform_columns.h) on `device`: chunks of at most
+    min(max_chunk, max(min_chunk, budget / (C * 9 * element size))) positions, with budget /
+    min_chunk / max_chunk 8 MiB / 256 / 16384 on the CPU and 64 MiB / 1024 / none on CUDA; the
+    images of a group (the largest divisor of N up to 32) share one chunk when their positions fit. Each device's shapes below are cut into several
     chunks per image (C * 9 * H * W * element size > budget) in float32 and float64, or into one
     chunk per 17 images; `count_gemms` checks that they are."""
 
@@ -408,9 +412,9 @@ class ChunkPlanMixin:
     SPLIT = (1, 16, 4, 128, 128)
     # 34 images = 2 groups of 17 of 3 x 4 positions.
     GROUPED = (34, 8, 4, 3, 4)
-    # (H, W) of a 1-channel image cut into two chunks in the dtypes below; 9 * 700 * 700 * 2 bytes
-    # = 8.4 MiB in bfloat16 (float16 is computed in float32 on the CPU).
-    LOW_PRECISION_MAP = (700, 700)
+    # (H, W) of a 1-channel image cut into two chunks in the dtypes below: 130 * 130 positions >
+    # 16384 (float16 is computed in float32 on the CPU).
+    LOW_PRECISION_MAP = (130, 130)
     LOW_PRECISION_DTYPES = (torch.bfloat16,)
 
     def inputs(self, shape, dtype, seed):
@@ -456,8 +460,8 @@ class ChunkPlanMixin:
         # One channel of ones, boxes of size 0 (the nine taps sample the pixel itself): every
         # column is 1, so grad_weight[0, 0, i, j] = sum(grad_out) = 1, from +1 on the first half
         # of the rows (the first chunk), -1 on the second, and one 0. Each chunk's product
-        # (+-h * w / 2) is far beyond float16 and bfloat16 resolution (and float16's range):
-        # rounded per chunk it would sum to 0, inf - inf or worse.
+        # (+-h * w / 2) is beyond bfloat16 resolution (and, on CUDA, float16's range): rounded
+        # per chunk it would sum to 0, inf - inf or worse.
         h, w = self.LOW_PRECISION_MAP
         grad_out = torch.ones(1, 1, h, w, device=self.device)
         grad_out[:, :, h // 2 :] = -1

@@ -15,6 +15,9 @@ import torch
 
 #: True: this detectron2 has no compiled ops.
 IS_PURE_PYTHON_FALLBACK = True
+#: Revision of the repackaging (tools/detectron2_fallback/): `make install` reinstalls a fallback
+#: of an older revision. 2: detectron2.export imports without caffe2 (export_init.py).
+FALLBACK_REVISION = 2
 #: Where the Python code of this detectron2 comes from.
 FALLBACK_SOURCE = "pb1-detectron2==0.6 (sdist sha256 5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29)"
 

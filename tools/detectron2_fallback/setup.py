@@ -2,8 +2,11 @@
 
 tools/install.py copies this file and _C.py next to the `detectron2` package taken from the
 verified sdist of the registry package pb1-detectron2==0.6 (with the detectron2.projects.*
-packages v0.6 bundles moved under detectron2/projects/), then runs
-`pip install --no-build-isolation` on the result. No compiled code is built.
+packages v0.6 bundles moved under detectron2/projects/), writes export_init.py over
+detectron2/export/__init__.py (v0.6's imports caffe2, which PyTorch no longer has: the patched one
+guards that import as Detectron2 main does, so detectron2.export and detectron2.utils.analysis
+import), then runs `pip install --no-build-isolation` on the result. No compiled code is built.
+_C.py's FALLBACK_REVISION numbers these changes: `make install` redoes an older fallback.
 """
 from setuptools import find_packages, setup
 

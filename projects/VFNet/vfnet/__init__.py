@@ -2,6 +2,7 @@
 from . import backbone as _  # noqa: F401  (registers build_vfnet_resnet_fpn_backbone)
 from . import data  # noqa: F401  (registers the built-in synthetic datasets; generated on first use)
 from . import detectors  # noqa: F401  (registers RetinaNetVFL, ATSS, FoveaBox, RepPoints)
+from . import flops as _  # noqa: F401,F811  (FLOP handles of the deformable convs, added to fvcore's)
 from .assigners import ATSSAssigner, FCOSAssigner
 from .backbone import build_vfnet_resnet_fpn_backbone
 from .resnet import make_resnet_stages

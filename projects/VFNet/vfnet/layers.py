@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from torchvision.ops import deform_conv2d
 
-from .ops import HAS_C_EXTENSION, star_deform_conv, star_offsets
+from .ops import HAS_C_EXTENSION, modulated_deform_conv, star_deform_conv, star_offsets
 
 __all__ = ["Scale", "StarDeformConv2d", "ModulatedDeformConv2d", "FrozenStatsBatchNorm2d", "resolve_norm"]
 
@@ -29,6 +29,14 @@ def _deform_conv_dtype(x: torch.Tensor) -> torch.dtype:
     # compute it in float32 (as autocast does for other ops it cannot run in low precision).
     if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
         return torch.float32
+    return x.dtype
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    # The dtype a convolution of x runs in: autocast's where it is on for x's device (as for
+    # F.conv2d), else x's.
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
     return x.dtype
 
 
@@ -108,7 +116,14 @@ class ModulatedDeformConv2d(nn.Module):
     output is halved by the mask). Used for ``dcn_on_last_conv`` in the head's towers, the 3x3
     convs of the DCN backbones (stride 2 included) and the PAFPN-X neck.
 
-    Runs on torchvision's ``deform_conv2d`` (CPU and CUDA, no compiled Detectron2 needed).
+    With ``use_fused_op`` (the default) and a 3x3 kernel it runs the fused kernel
+    :func:`vfnet.ops.modulated_deform_conv` (column buffer in chunks, one GEMM per chunk and
+    group; on the CPU in float32 the same output as the other path to the bit). It computes in the dtype a conv
+    of ``x`` would: under ``torch.autocast`` (e.g. bfloat16 on the CPU) the autocast dtype, else
+    ``x``'s. Otherwise (``use_fused_op=False``, another kernel size, or ``vfnet._C`` not built: a
+    warning says so once) it calls torchvision's ``deform_conv2d`` (float32 for bfloat16/float16
+    CPU inputs, which torchvision cannot compute): the reference path. No compiled Detectron2 is
+    needed either way.
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class ModulatedDeformConv2d(nn.Module):
         bias: bool = False,
         norm: Optional[nn.Module] = None,
         activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        use_fused_op: bool = True,
     ):
         """
         Args:
@@ -134,6 +150,8 @@ class ModulatedDeformConv2d(nn.Module):
             groups: groups of the main conv (ResNeXt); the offsets are shared by all of them.
             bias: whether the main conv has a bias.
             norm, activation: applied to the output, in that order, when given.
+            use_fused_op: run :func:`vfnet.ops.modulated_deform_conv` (3x3 kernels) rather than
+                torchvision's ``deform_conv2d``; an attribute that can be changed later.
         """
         super().__init__()
         if in_channels % groups or out_channels % groups:
@@ -148,6 +166,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.padding = dilation * (kernel_size // 2) if padding is None else padding
         self.dilation = dilation
         self.groups = groups
+        self.use_fused_op = use_fused_op
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.conv_offset = nn.Conv2d(
@@ -169,20 +188,35 @@ class ModulatedDeformConv2d(nn.Module):
         """x: (N, C_in, H, W) -> (N, C_out, H_out, W_out), H_out = (H + 2p - d(k-1) - 1) // s + 1."""
         offset_and_mask = self.conv_offset(x)
         num_offsets = 2 * self.kernel_size * self.kernel_size
-        dtype = _deform_conv_dtype(offset_and_mask)
-        offset = offset_and_mask[:, :num_offsets].to(dtype)
-        mask = offset_and_mask[:, num_offsets:].sigmoid().to(dtype)
-        bias = None if self.bias is None else self.bias.to(dtype)
-        x = deform_conv2d(
-            x.to(dtype),
-            offset,
-            self.weight.to(dtype),
-            bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            mask=mask,
-        )
+        if self.use_fused_op and self.kernel_size == 3 and HAS_C_EXTENSION:
+            # The op reads offset and mask of any dtype (positions in float32).
+            dtype = _autocast_dtype(x)
+            bias = None if self.bias is None else self.bias.to(dtype)
+            x = modulated_deform_conv(
+                x.to(dtype),
+                offset_and_mask[:, :num_offsets],
+                offset_and_mask[:, num_offsets:].sigmoid(),
+                self.weight.to(dtype),
+                bias,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+            )
+        else:
+            dtype = _deform_conv_dtype(offset_and_mask)
+            offset = offset_and_mask[:, :num_offsets].to(dtype)
+            mask = offset_and_mask[:, num_offsets:].sigmoid().to(dtype)
+            bias = None if self.bias is None else self.bias.to(dtype)
+            x = deform_conv2d(
+                x.to(dtype),
+                offset,
+                self.weight.to(dtype),
+                bias,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                mask=mask,
+            )
         if self.norm is not None:
             x = self.norm(x)
         if self.activation is not None:
@@ -192,7 +226,8 @@ class ModulatedDeformConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}"
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}, "
+            f"use_fused_op={self.use_fused_op}"
         )
 
 
@@ -231,3 +266,16 @@ def resolve_norm(norm):
     if isinstance(norm, str) and norm in _OWN_NORMS:
         return _OWN_NORMS[norm]
     return norm
+
+
+def disable_fused_deformable_convs(module: nn.Module) -> int:
+    """
+    Make every :class:`StarDeformConv2d` and :class:`ModulatedDeformConv2d` inside ``module`` (the
+    head's, the DCNv2 backbone's and neck's) take its torchvision path. Returns how many it found.
+    """
+    count = 0
+    for m in module.modules():
+        if isinstance(m, (StarDeformConv2d, ModulatedDeformConv2d)):
+            m.use_fused_op = False
+            count += 1
+    return count

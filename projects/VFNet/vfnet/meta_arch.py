@@ -18,6 +18,7 @@ from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
 from .detectors.common import mean_over_workers, valid_flags
 from .head import VFNetHead
+from .layers import disable_fused_deformable_convs
 from .losses import varifocal_loss
 from .ops import fused_varifocal_loss
 from .nms import batched_soft_nms
@@ -100,8 +101,10 @@ class VFNet(DenseDetector):
             fused_ops: compute the Varifocal Loss with the fused kernel
                 :func:`vfnet.ops.fused_varifocal_loss` (default: one pass each way, no temporaries of
                 the logits' size) or with the eager :func:`vfnet.losses.varifocal_loss` (the
-                reference). The head has its own ``fused_ops`` for its star-shaped deformable
-                convs; the yacs config sets both from ``MODEL.VFNET.FUSED_OPS``.
+                reference). False also turns every deformable conv of the detector (the head's
+                star convs, the DCNv2 convs of the backbone, neck and head) to its torchvision
+                path; True leaves each as it was built (their own ``use_fused_op``, on by
+                default). The yacs config sets it from ``MODEL.VFNET.FUSED_OPS``.
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if head.num_classes != num_classes:
@@ -140,6 +143,8 @@ class VFNet(DenseDetector):
         self.fused_ops = fused_ops
         # The head predicts distances (l, t, r, b) in pixels from each anchor's centre.
         self.box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
+        if not fused_ops:
+            disable_fused_deformable_convs(self)
 
     def _check_strides(self, head, anchor_generator, assigner) -> None:
         """The head, the anchor generator (the points) and the backbone outputs it reads (and a

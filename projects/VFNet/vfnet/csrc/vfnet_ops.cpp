@@ -8,6 +8,10 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <tuple>
+#include <utility>
+
+#include "modulated_deform_conv.h"
 #include "star_deform_conv.h"
 #include "varifocal_loss.h"
 
@@ -143,6 +147,131 @@ void check_star_deform_conv_backward_inputs(
   check_same_device(x, "x", grad_out, "grad_out", kStarDeformConvBackward);
 }
 
+namespace {
+// Two values (h, w) of a stride, padding or dilation, each at least `least`.
+std::pair<int64_t, int64_t> check_pair(
+    at::IntArrayRef values,
+    const char* name,
+    int64_t least,
+    const char* op) {
+  TORCH_CHECK(
+      values.size() == 2,
+      op, ": expected ", name, " as two values (h, w), but got ", values.size(), " values ",
+      values);
+  TORCH_CHECK(
+      values[0] >= least && values[1] >= least,
+      op, ": expected ", name, " values >= ", least, ", but got ", values);
+  return {values[0], values[1]};
+}
+} // namespace
+
+ModulatedConvShape check_modulated_deform_conv_inputs(
+    const at::Tensor& x,
+    const at::Tensor& offset,
+    const at::Tensor& mask,
+    const at::Tensor& weight,
+    const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    const char* op) {
+  TORCH_CHECK(
+      x.dim() == 4,
+      op, ": expected x of shape (N, C, H, W), but got a ", x.dim(), "-D tensor of shape ",
+      x.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(x.scalar_type()),
+      op, ": expected a floating-point x, but got dtype ", x.scalar_type());
+  TORCH_CHECK(
+      weight.dim() == 4,
+      op, ": expected weight of shape (O, C / groups, 3, 3), but got a ", weight.dim(),
+      "-D tensor of shape ", weight.sizes());
+  TORCH_CHECK(
+      weight.size(2) == 3 && weight.size(3) == 3,
+      op, ": only 3x3 kernels are supported, but got weight of shape ", weight.sizes(), " (a ",
+      weight.size(2), "x", weight.size(3), " kernel)");
+  const int64_t channels = x.size(1), out_channels = weight.size(0);
+  TORCH_CHECK(
+      weight.size(1) > 0 && channels % weight.size(1) == 0 &&
+          out_channels % (channels / weight.size(1)) == 0,
+      op, ": expected weight of shape (O, C / groups, 3, 3) with groups dividing both C = ",
+      channels, " and O, but got weight of shape ", weight.sizes(), " for x of shape ", x.sizes());
+  check_same_dtype(x, "x", weight, "weight", op);
+  check_same_device(x, "x", weight, "weight", op);
+  ModulatedConvShape shape;
+  shape.groups = channels / weight.size(1);
+  std::tie(shape.stride_h, shape.stride_w) = check_pair(stride, "stride", 1, op);
+  std::tie(shape.pad_h, shape.pad_w) = check_pair(padding, "padding", 0, op);
+  std::tie(shape.dil_h, shape.dil_w) = check_pair(dilation, "dilation", 1, op);
+  const int64_t span_h = x.size(2) + 2 * shape.pad_h - (2 * shape.dil_h + 1);
+  const int64_t span_w = x.size(3) + 2 * shape.pad_w - (2 * shape.dil_w + 1);
+  TORCH_CHECK(
+      span_h >= 0 && span_w >= 0,
+      op, ": the output would be empty: x of shape ", x.sizes(), " is smaller than the 3x3 kernel ",
+      "with padding ", padding, " and dilation ", dilation);
+  shape.out_h = span_h / shape.stride_h + 1;
+  shape.out_w = span_w / shape.stride_w + 1;
+
+  TORCH_CHECK(
+      offset.dim() == 4 && offset.size(1) > 0 && offset.size(1) % 18 == 0,
+      op, ": expected offset of shape (N, 18, Ho, Wo) ((dy, dx) of each of the 9 taps), but got ",
+      offset.sizes());
+  TORCH_CHECK(
+      offset.size(1) == 18,
+      op, ": only one offset group is supported (offset with 18 channels), but got offset with ",
+      offset.size(1), " channels (", offset.size(1) / 18, " offset groups)");
+  TORCH_CHECK(
+      at::isFloatingType(offset.scalar_type()),
+      op, ": expected a floating-point offset, but got dtype ", offset.scalar_type());
+  TORCH_CHECK(
+      offset.size(0) == x.size(0) && offset.size(2) == shape.out_h && offset.size(3) == shape.out_w,
+      op, ": expected offset of shape (", x.size(0), ", 18, ", shape.out_h, ", ", shape.out_w,
+      ") (the output grid of x of shape ", x.sizes(), " with stride ", stride, ", padding ",
+      padding, ", dilation ", dilation, "), but got ", offset.sizes());
+  TORCH_CHECK(
+      mask.dim() == 4 && mask.size(0) == x.size(0) && mask.size(1) == 9 &&
+          mask.size(2) == shape.out_h && mask.size(3) == shape.out_w,
+      op, ": expected mask of shape (", x.size(0), ", 9, ", shape.out_h, ", ", shape.out_w,
+      ") (one value per tap and output position), but got ", mask.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(mask.scalar_type()),
+      op, ": expected a floating-point mask, but got dtype ", mask.scalar_type());
+  check_same_device(x, "x", offset, "offset", op);
+  check_same_device(x, "x", mask, "mask", op);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(
+        bias->dim() == 1 && bias->size(0) == out_channels,
+        op, ": expected bias of shape (", out_channels, ",) for weight of shape ",
+        weight.sizes(), ", but got ", bias->sizes());
+    check_same_dtype(x, "x", *bias, "bias", op);
+    check_same_device(x, "x", *bias, "bias", op);
+  }
+  return shape;
+}
+
+ModulatedConvShape check_modulated_deform_conv_backward_inputs(
+    const at::Tensor& grad_out,
+    const at::Tensor& x,
+    const at::Tensor& offset,
+    const at::Tensor& mask,
+    const at::Tensor& weight,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation) {
+  const char* op = "vfnet::modulated_deform_conv_backward";
+  const ModulatedConvShape shape = check_modulated_deform_conv_inputs(
+      x, offset, mask, weight, c10::nullopt, stride, padding, dilation, op);
+  TORCH_CHECK(
+      grad_out.dim() == 4 && grad_out.size(0) == x.size(0) &&
+          grad_out.size(1) == weight.size(0) && grad_out.size(2) == shape.out_h &&
+          grad_out.size(3) == shape.out_w,
+      op, ": expected grad_out of shape (", x.size(0), ", ", weight.size(0), ", ", shape.out_h,
+      ", ", shape.out_w, "), but got ", grad_out.sizes());
+  check_same_dtype(x, "x", grad_out, "grad_out", op);
+  check_same_device(x, "x", grad_out, "grad_out", op);
+  return shape;
+}
+
 void check_varifocal_loss_inputs(
     const at::Tensor& logits,
     const at::Tensor& targets,
@@ -197,6 +326,21 @@ TORCH_LIBRARY(vfnet, m) {
   m.def(
       "star_deform_conv_backward(Tensor grad_out, Tensor x, Tensor ltrb, Tensor weight) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
+
+  // Modulated deformable convolution, DCNv2 (modulated_deform_conv.h), torchvision's layout:
+  // x (N, C, H, W), offset (N, 18, Ho, Wo) ((dy, dx) of each tap of the 3x3 kernel, row-major)
+  // and mask (N, 9, Ho, Wo) of any floating dtype, weight (O, C / groups, 3, 3) and bias (O,) of
+  // x's dtype; stride, padding, dilation as (h, w) -> (N, O, Ho, Wo) of x's dtype. Equal to
+  // torchvision's deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask).
+  m.def(
+      "modulated_deform_conv(Tensor x, Tensor offset, Tensor mask, Tensor weight, Tensor? bias, "
+      "int[2] stride, int[2] padding, int[2] dilation) -> Tensor");
+  // -> (grad_x, grad_offset, grad_mask, grad_weight, grad_bias), of the dtypes of x, offset,
+  // mask, weight and x.
+  m.def(
+      "modulated_deform_conv_backward(Tensor grad_out, Tensor x, Tensor offset, Tensor mask, "
+      "Tensor weight, int[2] stride, int[2] padding, int[2] dilation) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // Varifocal Loss (varifocal_loss.h); logits and targets of one shape and dtype; reduction
   // 0 = none (the loss per element), 1 = mean, 2 = sum (0-d).

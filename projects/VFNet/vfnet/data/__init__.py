@@ -11,6 +11,7 @@ from .augmentations import (
     build_train_augmentations,
     keep_ratio_size,
 )
+from .loader import build_seeded_train_loader
 from .mapper import CheckedDatasetMapper, DatasetMapperWithBoxes
 from .synthetic_shapes import (
     CLASS_NAMES,
@@ -34,6 +35,7 @@ __all__ = [
     "RandomCropKeepingBoxes",
     "boxes_kept_by_crop",
     "build_train_augmentations",
+    "build_seeded_train_loader",
     "keep_ratio_size",
     "CLASS_NAMES",
     "GENERATOR_VERSION",

@@ -4,6 +4,8 @@
   (plain PyTorch);
 - :func:`star_deform_conv`: the star-shaped deformable conv straight from the boxes (no offsets,
   columns in chunks), equal to torchvision's ``deform_conv2d`` with those offsets;
+- :func:`modulated_deform_conv`: the modulated deformable conv (DCNv2) with torchvision's layout,
+  columns in chunks as the star conv;
 - :func:`fused_varifocal_loss`: the Varifocal Loss in one pass each way (the eager reference is
   :func:`vfnet.losses.varifocal_loss`; ``varifocal_loss`` here is the fused one's former name).
 
@@ -12,6 +14,7 @@ run their pure-PyTorch fallbacks there). The modules of this package use torch o
 Detectron2 (importing them through ``vfnet`` still imports Detectron2: ``vfnet/__init__.py`` does).
 """
 from ._extension import HAS_C_EXTENSION, use_fused_kernels
+from .modulated_deform_conv import modulated_deform_conv, modulated_deform_conv_reference
 from .star_deform_conv import star_deform_conv, star_deform_conv_reference
 from .star_offsets import star_offsets
 from .varifocal_loss import fused_varifocal_loss
@@ -25,6 +28,8 @@ __all__ = [
     "star_offsets",
     "star_deform_conv",
     "star_deform_conv_reference",
+    "modulated_deform_conv",
+    "modulated_deform_conv_reference",
     "fused_varifocal_loss",
     "varifocal_loss",
 ]

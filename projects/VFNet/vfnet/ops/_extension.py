@@ -26,13 +26,15 @@ __all__ = ["HAS_C_EXTENSION", "LOAD_ERROR", "use_fused_kernels"]
 REQUIRED_OPS = (
     "star_deform_conv",
     "star_deform_conv_backward",
+    "modulated_deform_conv",
+    "modulated_deform_conv_backward",
     "varifocal_loss",
     "varifocal_loss_backward",
 )
 
 _FALLBACK = (
-    "the ops of vfnet.ops (star_deform_conv, varifocal_loss) fall back to their pure-PyTorch "
-    "implementations (same results, slower and with more memory)"
+    "the ops of vfnet.ops (star_deform_conv, modulated_deform_conv, varifocal_loss) fall back to "
+    "their pure-PyTorch implementations (same results, slower and with more memory)"
 )
 
 

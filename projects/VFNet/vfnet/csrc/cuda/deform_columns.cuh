@@ -1,0 +1,343 @@
+// CUDA kernels of VFNet's deformable convolutions (star_deform_conv, modulated_deform_conv),
+// templated on the tap sampler (../deform_columns.h) that says where each tap samples.
+//
+// Same scheme as cpu/deform_columns.h: the output positions of the batch are cut into chunks
+// (make_column_plan, with a larger column budget than on the CPU); per chunk and weight group a
+// kernel samples the (C / groups * 9, chunk) column matrix of the group's channels straight from
+// the sampler and one GEMM (cuBLAS, through at::mm) multiplies it by the group's rows of
+// weight.view(O, C / groups * 9). The backward recomputes the columns, gets grad_columns =
+// weight^T @ grad_out with a GEMM per group, scatters them (times the mask) into grad_x with
+// atomics (as torchvision's CUDA kernel: the order of the additions varies from run to run, so
+// the entry points report the backward to torch.use_deterministic_algorithms), adds the gradients
+// of each tap's position (and mask) over the group's channels with one thread per (tap,
+// position), and once all groups are done hands them to the sampler with one thread per position. float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
+// sampling, grad_x, the position gradients and grad_weight in float32 (each chunk's grad_weight
+// GEMM writes float32, summed over the chunks in float32 and rounded once at the end).
+//
+// Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which needs the cuSPARSE/cuBLAS headers
+// that a minimal CUDA toolkit lacks).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../deform_columns.h"
+
+namespace vfnet {
+namespace cuda {
+
+constexpr int kThreads = 256;
+constexpr int kTaps = kDeformTaps;
+// Column matrix budget per chunk (the GPU's GEMMs want wide chunks).
+constexpr int64_t kColumnBytes = int64_t(64) << 20;
+constexpr int64_t kMinChunk = 1024;
+constexpr int64_t kMaxChunk = int64_t(1) << 40; // no limit: no sampling table on the GPU
+
+inline int64_t num_blocks(int64_t total) {
+  // Grid-stride loops cover whatever the grid does not.
+  return std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 65535));
+}
+
+inline at::ScalarType acc_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t load_or_zero(
+    const scalar_t* plane,
+    int64_t height,
+    int64_t width,
+    int64_t y,
+    int64_t x) {
+  return (y >= 0 && y < height && x >= 0 && x < width)
+      ? static_cast<acc_t>(plane[y * width + x])
+      : acc_t(0);
+}
+
+// The four neighbours of a sample (zero outside the plane).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void load_neighbours(
+    const scalar_t* plane,
+    int64_t height,
+    int64_t width,
+    const BilinearSample<acc_t>& s,
+    acc_t& v1,
+    acc_t& v2,
+    acc_t& v3,
+    acc_t& v4) {
+  v1 = load_or_zero<scalar_t, acc_t>(plane, height, width, s.h_low, s.w_low);
+  v2 = load_or_zero<scalar_t, acc_t>(plane, height, width, s.h_low, s.w_low + 1);
+  v3 = load_or_zero<scalar_t, acc_t>(plane, height, width, s.h_low + 1, s.w_low);
+  v4 = load_or_zero<scalar_t, acc_t>(plane, height, width, s.h_low + 1, s.w_low + 1);
+}
+
+// The images and the output grid: input (channels, height, width), output positions per image;
+// the weight group being processed: its first channel and its number of channels.
+struct Geometry {
+  int64_t channels, height, width, positions;
+  int64_t c_first, group_channels;
+};
+
+// columns[(c * 9 + k) * pc + q] = (mask times) the sample of tap k in channel c_first + c at the
+// chunk's position q; x_seg: the segment's images (n_seg, C, H, W), the first being image n0.
+template <typename scalar_t, typename acc_t, typename Sampler>
+__global__ void im2col_kernel(
+    const scalar_t* __restrict__ x_seg,
+    const Sampler sampler,
+    const Geometry geo,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc,
+    scalar_t* __restrict__ columns) {
+  const int64_t hw_in = geo.height * geo.width;
+  const int64_t total = geo.group_channels * pc;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t c = idx / pc, q = idx % pc;
+    const int64_t v = v0 + q;
+    const int64_t img = v / geo.positions;
+    const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
+    const scalar_t* plane = x_seg + (img * geo.channels + geo.c_first + c) * hw_in;
+#pragma unroll
+    for (int k = 0; k < kTaps; ++k) {
+      acc_t y, x, m;
+      sampler.tap(pt, k, y, x, m);
+      const BilinearSample<acc_t> s = bilinear_sample(y, x, geo.height, geo.width);
+      acc_t val = acc_t(0);
+      if (s.inside) {
+        acc_t w1, w2, w3, w4, v1, v2, v3, v4;
+        bilinear_weights(s, w1, w2, w3, w4);
+        load_neighbours<scalar_t, acc_t>(plane, geo.height, geo.width, s, v1, v2, v3, v4);
+        val = w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4;
+        if (Sampler::kMasked) {
+          val = m * val;
+        }
+      }
+      columns[(c * kTaps + k) * pc + q] = static_cast<scalar_t>(val);
+    }
+  }
+}
+
+// grad_x_seg (n_seg, C, H, W) of acc_t += the transpose of the (masked) sampling applied to
+// grad_columns (rows of the group's channels, as the columns).
+template <typename scalar_t, typename acc_t, typename Sampler>
+__global__ void col2im_kernel(
+    const scalar_t* __restrict__ grad_columns,
+    const Sampler sampler,
+    const Geometry geo,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc,
+    acc_t* __restrict__ grad_x_seg) {
+  const int64_t hw_in = geo.height * geo.width;
+  const int64_t total = geo.group_channels * pc;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int64_t c = idx / pc, q = idx % pc;
+    const int64_t v = v0 + q;
+    const int64_t img = v / geo.positions;
+    const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
+    acc_t* plane = grad_x_seg + (img * geo.channels + geo.c_first + c) * hw_in;
+#pragma unroll
+    for (int k = 0; k < kTaps; ++k) {
+      acc_t y, x, m;
+      sampler.tap(pt, k, y, x, m);
+      const BilinearSample<acc_t> s = bilinear_sample(y, x, geo.height, geo.width);
+      if (!s.inside) {
+        continue;
+      }
+      acc_t g = static_cast<acc_t>(grad_columns[(c * kTaps + k) * pc + q]);
+      if (Sampler::kMasked) {
+        g = m * g;
+      }
+      acc_t w[4];
+      bilinear_weights(s, w[0], w[1], w[2], w[3]);
+#pragma unroll
+      for (int corner = 0; corner < 4; ++corner) {
+        const int64_t yy = s.h_low + corner / 2, xx = s.w_low + corner % 2;
+        if (yy >= 0 && yy < geo.height && xx >= 0 && xx < geo.width) {
+          atomicAdd(plane + yy * geo.width + xx, w[corner] * g);
+        }
+      }
+    }
+  }
+}
+
+// grad_pos[(3 * k + a) * pc + q] += d loss / d Y_k (a = 0), d X_k (a = 1) and d m_k (a = 2,
+// masked samplers) at the chunk's position q, summed over the group's channels (torchvision's
+// coordinate weights; the position gradients without the mask, which Sampler::store_grads
+// applies). Fixed coordinates are skipped (0). One thread per (k, q): no two threads write the
+// same element.
+template <typename scalar_t, typename acc_t, typename Sampler>
+__global__ void position_grad_kernel(
+    const scalar_t* __restrict__ grad_columns,
+    const scalar_t* __restrict__ x_seg,
+    const Sampler sampler,
+    const Geometry geo,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc,
+    acc_t* __restrict__ grad_pos) {
+  const int64_t hw_in = geo.height * geo.width;
+  const int64_t total = kTaps * pc;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const int k = static_cast<int>(idx / pc);
+    const int64_t q = idx % pc;
+    const bool need_y = Sampler::needs_y(k), need_x = Sampler::needs_x(k);
+    acc_t gy = acc_t(0), gx = acc_t(0), gm = acc_t(0);
+    if (need_y || need_x || Sampler::kMasked) {
+      const int64_t v = v0 + q;
+      const int64_t img = v / geo.positions;
+      const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
+      acc_t y, x, m;
+      sampler.tap(pt, k, y, x, m);
+      const BilinearSample<acc_t> s = bilinear_sample(y, x, geo.height, geo.width);
+      if (s.coord_inside) {
+        acc_t w1, w2, w3, w4;
+        bilinear_weights(s, w1, w2, w3, w4);
+        const scalar_t* plane = x_seg + (img * geo.channels + geo.c_first) * hw_in;
+        for (int64_t c = 0; c < geo.group_channels; ++c, plane += hw_in) {
+          const acc_t g = static_cast<acc_t>(grad_columns[(c * kTaps + k) * pc + q]);
+          acc_t v1, v2, v3, v4;
+          load_neighbours<scalar_t, acc_t>(plane, geo.height, geo.width, s, v1, v2, v3, v4);
+          gy += bilinear_grad_y(s, v1, v2, v3, v4) * g;
+          gx += bilinear_grad_x(s, v1, v2, v3, v4) * g;
+          if (Sampler::kMasked && s.inside) {
+            gm += (w1 * v1 + w2 * v2 + w3 * v3 + w4 * v4) * g;
+          }
+        }
+      }
+    }
+    if (need_y) {
+      grad_pos[(3 * k) * pc + q] += gy;
+    }
+    if (need_x) {
+      grad_pos[(3 * k + 1) * pc + q] += gx;
+    }
+    grad_pos[(3 * k + 2) * pc + q] += gm;
+  }
+}
+
+// Hands each position's tap gradients to the sampler.
+template <typename acc_t, typename Sampler>
+__global__ void store_grads_kernel(
+    const acc_t* __restrict__ grad_pos,
+    const Sampler sampler,
+    int64_t positions,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc) {
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < pc;
+       q += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    acc_t gy[kTaps], gx[kTaps], gm[kTaps];
+#pragma unroll
+    for (int k = 0; k < kTaps; ++k) {
+      gy[k] = grad_pos[(3 * k) * pc + q];
+      gx[k] = grad_pos[(3 * k + 1) * pc + q];
+      gm[k] = grad_pos[(3 * k + 2) * pc + q];
+    }
+    const int64_t v = v0 + q;
+    sampler.store_grads(n0 + v / positions, v % positions, gy, gx, gm);
+  }
+}
+
+// x: contiguous (N, C, H, W) of scalar_t; weight2d: contiguous (O, C / groups * 9) of scalar_t;
+// out: contiguous (N, O, Ho, Wo) of scalar_t with geo.positions = Ho * Wo. On the current stream.
+template <typename scalar_t, typename Sampler>
+void forward_impl(
+    const at::Tensor& x,
+    const Sampler& sampler,
+    Geometry geo,
+    int64_t groups,
+    const at::Tensor& weight2d,
+    at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  geo.group_channels = geo.channels / groups;
+  const int64_t n_img = x.size(0), rows = geo.group_channels * kTaps;
+  const int64_t og = weight2d.size(0) / groups;
+  const int64_t hw_in = geo.height * geo.width;
+  const ColumnPlan plan = make_column_plan(
+      n_img, geo.positions, rows, x.element_size(), kColumnBytes, kMinChunk, kMaxChunk);
+  at::Tensor columns = at::empty({rows * plan.max_pc}, x.options());
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool, bool) {
+    const at::Tensor cols = columns.narrow(0, 0, rows * pc).view({rows, pc});
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      geo.c_first = grp * geo.group_channels;
+      im2col_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
+          x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in, sampler, geo, n0, v0, pc,
+          columns.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      chunk_gemm_out(out, weight2d.narrow(0, grp * og, og), cols, grp * og, n0, n_seg, v0, pc);
+    }
+  });
+}
+
+// grad_out: contiguous (N, O, Ho, Wo), x: contiguous (N, C, H, W), weight2d: contiguous
+// (O, C / groups * 9), all of scalar_t; grad_x_acc: zero (N, C, H, W) of acc_t; grad_weight2d:
+// zero (O, C / groups * 9) of acc_t. The positions' gradients go to the sampler's store_grads.
+template <typename scalar_t, typename Sampler>
+void backward_impl(
+    const at::Tensor& grad_out,
+    const at::Tensor& x,
+    const Sampler& sampler,
+    Geometry geo,
+    int64_t groups,
+    const at::Tensor& weight2d,
+    at::Tensor& grad_x_acc,
+    at::Tensor& grad_weight2d) {
+  using acc_t = at::opmath_type<scalar_t>;
+  geo.group_channels = geo.channels / groups;
+  const int64_t n_img = x.size(0), rows = geo.group_channels * kTaps;
+  const int64_t og = weight2d.size(0) / groups;
+  const int64_t hw_in = geo.height * geo.width;
+  const ColumnPlan plan = make_column_plan(
+      n_img, geo.positions, rows, x.element_size(), kColumnBytes, kMinChunk, kMaxChunk);
+  at::Tensor columns = at::empty({rows * plan.max_pc}, x.options());
+  at::Tensor grad_columns = at::empty({rows * plan.max_pc}, x.options());
+  at::Tensor grad_pos = at::empty({3 * kTaps * plan.max_pc}, grad_weight2d.options());
+  const bool same_type = x.scalar_type() == grad_weight2d.scalar_type();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool, bool) {
+    const scalar_t* x_seg = x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in;
+    const at::Tensor g = chunk_matrix(grad_out, n0, n_seg, v0, pc);
+    at::Tensor gcols = grad_columns.narrow(0, 0, rows * pc).view({rows, pc});
+    const at::Tensor cols = columns.narrow(0, 0, rows * pc).view({rows, pc});
+    grad_pos.narrow(0, 0, 3 * kTaps * pc).zero_();
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      geo.c_first = grp * geo.group_channels;
+      const at::Tensor g_grp = g.narrow(0, grp * og, og);
+      at::mm_out(gcols, weight2d.narrow(0, grp * og, og).t(), g_grp);
+      im2col_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
+          x_seg, sampler, geo, n0, v0, pc, columns.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      at::Tensor gw_grp = grad_weight2d.narrow(0, grp * og, og);
+      if (same_type) {
+        gw_grp.addmm_(g_grp, cols.t());
+      } else {
+        gw_grp.add_(at::mm(g_grp, cols.t(), grad_weight2d.scalar_type()));
+      }
+      col2im_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
+          gcols.const_data_ptr<scalar_t>(), sampler, geo, n0, v0, pc,
+          grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      position_grad_kernel<scalar_t, acc_t, Sampler><<<num_blocks(kTaps * pc), kThreads, 0, stream>>>(
+          gcols.const_data_ptr<scalar_t>(), x_seg, sampler, geo, n0, v0, pc,
+          grad_pos.mutable_data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    store_grads_kernel<acc_t, Sampler><<<num_blocks(pc), kThreads, 0, stream>>>(
+        grad_pos.const_data_ptr<acc_t>(), sampler, geo.positions, n0, v0, pc);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+} // namespace cuda
+} // namespace vfnet
