@@ -69,19 +69,20 @@ dataloader.evaluator = L(build_evaluator)(dataset_name=VAL_NAME, output_dir="${.
 # scales (short 800-1200 for a model trained at 800) brought to this model's 160 pixels.
 dataloader.tta = dict(enabled=False, min_sizes=[160, 180, 200, 240], max_sizes=[240, 260, 300, 320], flip=True)
 
-# SGD with Detectron2's bias rule (every bias, BN's included, at lr x2 without weight decay): the
-# recipe the quickstart's numbers were measured with.
-optimizer = L(torch.optim.SGD)(
-    params=L(get_default_optimizer_params)(base_lr="${..lr}", bias_lr_factor=2.0, weight_decay_bias=0.0),
-    lr=0.03,
-    momentum=0.9,
-    weight_decay=1e-4,
+# AdamW, no weight decay on norms and biases. From scratch it learns this model far faster than the
+# SGD recipe it replaced (lr 0.03, momentum 0.9, 2600 iterations: 21.7-38.8 AP over seeds; this one
+# gave 47.4 AP for seed 1 at 2400 iterations). README "Run it: the quickstart" has the numbers.
+optimizer = L(torch.optim.AdamW)(
+    params=L(get_default_optimizer_params)(base_lr="${..lr}", weight_decay_norm=0.0, weight_decay_bias=0.0),
+    lr=1e-3,
+    betas=(0.9, 0.999),
+    weight_decay=0.05,
 )
 
 # Seeded (python, numpy, torch, the order of the images, the workers' augmentations): a run with the
 # same seed on the same machine repeats itself; `train.seed=N` trains another model.
 train.seed = 0
-train.max_iter = 2600
+train.max_iter = 2000
 train.device = "cpu"
 train.init_checkpoint = ""
 train.output_dir = "./output/quickstart"
@@ -93,7 +94,7 @@ train.checkpointer.max_to_keep = 2
 
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.01),
-    warmup_length=50 / 2600,
+    warmup_length=100 / 2000,
     warmup_method="linear",
     warmup_factor=0.01,
 )

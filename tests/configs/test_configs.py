@@ -728,6 +728,30 @@ class YamlConfigTest(unittest.TestCase):
                 if expect is not None:
                     self.assertEqual(s.MAX_ITER, expect["epochs"] * ITERS_PER_EPOCH)
 
+    def test_quickstart_twins_build_the_same_optimizer(self):
+        """The quickstart's .yaml (vfnet.solver.build_optimizer) and .py give AdamW the same groups."""
+        quickstart = os.path.join(REPO, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu")
+        cfg, lazy = load_yaml(quickstart + ".yaml"), load_lazy(quickstart + ".py")
+        model = instantiate(lazy.model)
+        lazy.optimizer.params.model = model
+        from vfnet.solver import build_optimizer
+
+        optimizers = [instantiate(lazy.optimizer), build_optimizer(cfg, model)]
+        names = {id(p): n for n, p in model.named_parameters()}
+        settings = []
+        for optimizer in optimizers:
+            self.assertIsInstance(optimizer, torch.optim.AdamW)
+            by_name = {}
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    by_name[names[id(p)]] = (group["lr"], group["weight_decay"], group["betas"])
+            settings.append(by_name)
+        self.assertEqual(settings[0], settings[1])
+        self.assertEqual(settings[0]["backbone.bottom_up.stem.conv1.weight"], (1e-3, 0.05, (0.9, 0.999)))
+        self.assertEqual(settings[0]["backbone.bottom_up.stem.conv1.norm.weight"], (1e-3, 0.0, (0.9, 0.999)))
+        self.assertEqual(cfg.SOLVER.MAX_ITER, lazy.train.max_iter)
+        self.assertEqual(cfg.SOLVER.WARMUP_ITERS, round(lazy.lr_multiplier.warmup_length * lazy.train.max_iter))
+
     def test_base_yaml_builds(self):
         model = build_model(load_yaml(os.path.join(CONFIG_DIR, "Base-VFNet.yaml")))
         self.assertIsInstance(model, VFNet)

@@ -93,6 +93,27 @@ class MMDetOptimizerParamsTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "PARAM_RULES must be"):
             build_optimizer(cfg, model)
 
+    def test_adamw_over_both_rules(self):
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BETAS = "AdamW", (0.8, 0.99)
+        cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = 1e-3, 0.05
+        cfg.SOLVER.BIAS_LR_FACTOR, cfg.SOLVER.WEIGHT_DECAY_BIAS, cfg.SOLVER.WEIGHT_DECAY_NORM = 1.0, 0.0, 0.0
+        model = small_model()
+        for rules in ("mmdet", "detectron2"):
+            cfg.SOLVER.PARAM_RULES = rules
+            optimizer = build_optimizer(cfg, model)
+            self.assertIsInstance(optimizer, torch.optim.AdamW, rules)
+            self.assertEqual(optimizer.defaults["betas"], (0.8, 0.99))
+            settings = settings_by_name(model, optimizer.param_groups)
+            # weights decay, biases and norms do not (norm decay 0 under both rules)
+            self.assertEqual(settings["conv.weight"], (1e-3, 0.05), rules)
+            self.assertEqual(settings["conv.bias"], (1e-3, 0.0), rules)
+            self.assertEqual(settings["gn.weight"], (1e-3, 0.0), rules)
+        cfg.SOLVER.OPTIMIZER = "Adam"
+        with self.assertRaisesRegex(ValueError, "SOLVER.OPTIMIZER must be one of"):
+            build_optimizer(cfg, model)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -506,7 +506,8 @@ class YacsSWATest(unittest.TestCase):
             cfg.MODEL.WEIGHTS = start
             trainer = Trainer(cfg)
             self.assertIsInstance(trainer.scheduler._multiplier, CyclicCosineParamScheduler)
-            self.assertEqual(trainer.optimizer.param_groups[0]["lr"], 0.03)  # SOLVER.BASE_LR, no warm-up
+            self.assertIsInstance(trainer.optimizer, torch.optim.AdamW)  # SOLVER.OPTIMIZER of the quickstart
+            self.assertEqual(trainer.optimizer.param_groups[0]["lr"], 0.001)  # SOLVER.BASE_LR, no warm-up
             trainer.resume_or_load(resume=False)
             trainer.train()
 

@@ -22,6 +22,9 @@ def add_vfnet_config(cfg) -> None:
     # with BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS / WEIGHT_DECAY, WEIGHT_DECAY_NORM / WEIGHT_DECAY) or
     # "detectron2" (Detectron2's get_default_optimizer_params).
     cfg.SOLVER.PARAM_RULES = "mmdet"
+    # Optimizer (vfnet.solver.build_optimizer): "SGD" (MOMENTUM, NESTEROV) or "AdamW" (BETAS).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BETAS = (0.9, 0.999)
 
     # Training augmentations beyond Detectron2's (vfnet.data.build_train_augmentations; VFNet-X):
     # INPUT.CROP keeps a box (re-drawn otherwise) and applies with probability PROB;

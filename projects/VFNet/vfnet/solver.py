@@ -4,14 +4,14 @@ from typing import Any, Dict, List, Tuple
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.solver import build_optimizer as d2_build_optimizer
-from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from .layers import ModulatedDeformConv2d, StarDeformConv2d
 
-__all__ = ["mmdet_optimizer_params", "build_optimizer"]
+__all__ = ["OPTIMIZERS", "mmdet_optimizer_params", "build_optimizer"]
 
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, FrozenBatchNorm2d)
 _DEFORMABLE_TYPES = (ModulatedDeformConv2d, StarDeformConv2d)
@@ -69,36 +69,58 @@ def mmdet_optimizer_params(
     return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in settings.items()]
 
 
+OPTIMIZERS = ("SGD", "AdamW")
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """
-    The SGD optimizer of a yacs config: Detectron2's ``build_optimizer`` with
-    ``SOLVER.PARAM_RULES = "detectron2"``; with "mmdet" the same SGD (and gradient clipping, if
-    configured) over :func:`mmdet_optimizer_params`, its multipliers read from ``SOLVER``
-    (``BIAS_LR_FACTOR``; ``WEIGHT_DECAY_BIAS`` and ``WEIGHT_DECAY_NORM`` relative to
-    ``WEIGHT_DECAY``, a norm decay of None meaning the full one).
+    The optimizer of a yacs config: ``SOLVER.OPTIMIZER`` "SGD" (``MOMENTUM``, ``NESTEROV``) or
+    "AdamW" (``BETAS``), over the parameter groups of ``SOLVER.PARAM_RULES``: "detectron2"
+    (Detectron2's ``get_default_optimizer_params``; with SGD exactly Detectron2's
+    ``build_optimizer``) or "mmdet" (:func:`mmdet_optimizer_params`, its multipliers read from
+    ``SOLVER``: ``BIAS_LR_FACTOR``; ``WEIGHT_DECAY_BIAS`` and ``WEIGHT_DECAY_NORM`` relative to
+    ``WEIGHT_DECAY``, a norm decay of None meaning the full one). Gradient clipping as Detectron2's
+    ``SOLVER.CLIP_GRADIENTS``.
     """
     s = cfg.SOLVER
     rules = s.get("PARAM_RULES", "detectron2")
-    if rules == "detectron2":
-        return d2_build_optimizer(cfg, model)
-    if rules != "mmdet":
+    kind = s.get("OPTIMIZER", "SGD")
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER must be one of {OPTIMIZERS}, got {kind!r}")
+    if rules not in ("mmdet", "detectron2"):
         raise ValueError(f"SOLVER.PARAM_RULES must be 'mmdet' or 'detectron2', got {rules!r}")
+    if rules == "detectron2" and kind == "SGD":
+        return d2_build_optimizer(cfg, model)
 
-    def relative(decay) -> float:
-        if decay is None:
-            return 1.0
-        if s.WEIGHT_DECAY == 0:
-            return 0.0
-        return decay / s.WEIGHT_DECAY
+    if rules == "detectron2":
+        params = get_default_optimizer_params(
+            model,
+            base_lr=s.BASE_LR,
+            weight_decay_norm=s.WEIGHT_DECAY_NORM,
+            bias_lr_factor=s.BIAS_LR_FACTOR,
+            weight_decay_bias=s.WEIGHT_DECAY_BIAS,
+        )
+    else:
 
-    params = mmdet_optimizer_params(
-        model,
-        base_lr=s.BASE_LR,
-        weight_decay=s.WEIGHT_DECAY,
-        bias_lr_mult=s.BIAS_LR_FACTOR,
-        bias_decay_mult=relative(s.WEIGHT_DECAY_BIAS),
-        norm_decay_mult=relative(s.WEIGHT_DECAY_NORM),
-    )
+        def relative(decay) -> float:
+            if decay is None:
+                return 1.0
+            if s.WEIGHT_DECAY == 0:
+                return 0.0
+            return decay / s.WEIGHT_DECAY
+
+        params = mmdet_optimizer_params(
+            model,
+            base_lr=s.BASE_LR,
+            weight_decay=s.WEIGHT_DECAY,
+            bias_lr_mult=s.BIAS_LR_FACTOR,
+            bias_decay_mult=relative(s.WEIGHT_DECAY_BIAS),
+            norm_decay_mult=relative(s.WEIGHT_DECAY_NORM),
+        )
+    if kind == "AdamW":
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=s.BASE_LR, betas=tuple(s.BETAS), weight_decay=s.WEIGHT_DECAY
+        )
     return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
         params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV, weight_decay=s.WEIGHT_DECAY
     )
