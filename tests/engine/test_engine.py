@@ -62,9 +62,31 @@ class CheckpointerTest(unittest.TestCase):
         torch.save({"model": state}, path)
         return path
 
+    @staticmethod
+    def other_weights():
+        """The same small VFNet with every parameter and buffer moved away from ``small_vfnet()``'s."""
+        model = small_vfnet()
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.add_(torch.rand(tensor.shape, generator=generator) + 0.5)
+        return model
+
+    def assert_state_equal(self, model, expected, prefix=""):
+        state = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+        self.assertTrue(state)
+        differing = [name for name, value in state.items() if not torch.equal(value, expected[name])]
+        self.assertEqual(differing, [], f"{len(differing)} of {len(state)} tensors differ from the expected weights")
+
     def test_own_checkpoint_loads(self):
-        path = self.save(self.model.state_dict())
-        VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
+        path = self.save(saved)
+        model = self.other_weights()
+        self.assertFalse(torch.equal(model.head.cls_score.weight, saved["head.cls_score.weight"]))
+        VFNetCheckpointer(model, require_head=True).load(path)
+        self.assertEqual(set(model.state_dict()), set(saved))
+        self.assert_state_equal(model, saved)  # every parameter and buffer now holds the checkpoint's
 
     def test_other_architecture(self):
         path = self.save({"roi_heads.box_head.fc1.weight": torch.zeros(2), "proposal_generator.x": torch.zeros(1)})
@@ -77,9 +99,13 @@ class CheckpointerTest(unittest.TestCase):
             VFNetCheckpointer(self.model).load(path)
 
     def test_backbone_only(self):
-        backbone = {k: v for k, v in self.model.state_dict().items() if k.startswith("backbone.")}
+        backbone = {k: v.clone() for k, v in self.model.state_dict().items() if k.startswith("backbone.")}
         path = self.save(backbone)
-        VFNetCheckpointer(small_vfnet()).load(path)  # fine for training
+        model = self.other_weights()
+        head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+        VFNetCheckpointer(model).load(path)  # fine for training
+        self.assert_state_equal(model, backbone, "backbone.")  # the backbone loaded ...
+        self.assert_state_equal(model, head_before, "head.")  # ... and the head kept its own weights
         with self.assertRaisesRegex(IncompatibleCheckpointError, "no weights for the VFNet head"):
             VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
 
