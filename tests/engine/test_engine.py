@@ -123,10 +123,23 @@ class AutocastTrainerTest(unittest.TestCase):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         trainer = AutocastTrainer(model, self._batches(), optimizer)
         before = model.head.cls_score.weight.detach().clone()
+        # Inside the forward, convolutions compute in bfloat16 (autocast) from float32 weights.
+        seen = {}
+
+        def record_dtype(name):
+            def hook(module, inputs, output):
+                seen[name] = output.dtype
+
+            return hook
+
+        model.backbone.bottom_up.stem.conv1.register_forward_hook(record_dtype("stem"))
+        model.head.cls_score.register_forward_hook(record_dtype("cls_score"))
         with EventStorage() as storage:
             trainer.iter = 0
             trainer.storage = storage
             trainer.run_step()
+        self.assertEqual(seen, {"stem": torch.bfloat16, "cls_score": torch.bfloat16})
+        self.assertEqual(model.head.cls_score.weight.dtype, torch.float32)
         self.assertFalse(torch.equal(before, model.head.cls_score.weight))
         self.assertTrue(math.isfinite(storage.history("total_loss").latest()))
 
