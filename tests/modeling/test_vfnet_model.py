@@ -184,6 +184,19 @@ class VFNetInferenceTest(unittest.TestCase):
         self.assertEqual(self._candidate_pairs(pairs, scores), [(0, 0), (1, 0)])
         self.assertEqual(sorted(self._candidate_pairs(points_mode, scores)), [(0, 0), (1, 0), (1, 1)])
 
+    def test_points_mode_thresholds_the_pairs_of_the_top_points(self):
+        # The original repository: the top-2 points by best score (0: 0.95, 1: 0.6; point 3's 0.55
+        # misses the cut), then their pairs strictly above 0.5 (mmdet's multiclass_nms: score > thr):
+        # (0, 1) = 0.3 and (1, 1) = 0.5 fall out.
+        scores = torch.tensor([[0.95, 0.3], [0.6, 0.5], [0.4, 0.2], [0.55, 0.1]])
+        model = small_vfnet(test_topk_candidates=2, test_topk_mode="points", test_score_thresh=0.5)
+        self.assertEqual(sorted(self._candidate_pairs(model, scores)), [(0, 0), (1, 0)])
+        # "pairs" mode thresholds first, then keeps the top-2 pairs: point 3 gets in.
+        model = small_vfnet(test_topk_candidates=2, test_topk_mode="pairs", test_score_thresh=0.5)
+        self.assertEqual(self._candidate_pairs(model, scores), [(0, 0), (1, 0)])
+        model = small_vfnet(test_topk_candidates=3, test_topk_mode="pairs", test_score_thresh=0.5)
+        self.assertEqual(self._candidate_pairs(model, scores), [(0, 0), (1, 0), (3, 0)])
+
     def test_topk_of_zero_or_more_than_there_are_keeps_every_pair_above_the_threshold(self):
         scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
         expected = [(0, 0), (1, 0), (1, 1), (2, 1), (2, 0)]  # by descending score
