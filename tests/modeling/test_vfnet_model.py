@@ -224,6 +224,45 @@ class VFNetInferenceTest(unittest.TestCase):
         self.assertEqual(boxes.tolist(), [[7.0, 14.0, 11.0, 20.0]])
 
 
+class HeadBoxScaleTest(unittest.TestCase):
+    """The initial box is exp(scale x logit) times the level's stride ("stride") or its reg_denom."""
+
+    def _boxes(self, bbox_norm_type):
+        from detectron2.layers import ShapeSpec
+
+        from vfnet import VFNetHead
+
+        head = VFNetHead(
+            input_shape=[ShapeSpec(channels=32, stride=s) for s in (8, 16)],
+            num_classes=3,
+            feat_channels=32,
+            stacked_convs=1,
+            bbox_norm_type=bbox_norm_type,
+            reg_denoms=(64, 128),
+        )
+        with torch.no_grad():  # constant logits (0.1, 0.2, -0.3, 0.5) at every point of every level
+            head.bbox_init_pred.weight.zero_()
+            head.bbox_init_pred.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 0.5]))
+            head.bbox_init_scales[1].scale.fill_(2.0)
+            head.bbox_refine_pred.weight.zero_()  # refinement factors exp(0, 0.1, 0.2, 0.3)
+            head.bbox_refine_pred.bias.copy_(torch.tensor([0.0, 0.1, 0.2, 0.3]))
+        generator = torch.Generator().manual_seed(0)
+        features = [torch.randn(1, 32, 6, 5, generator=generator), torch.randn(1, 32, 3, 3, generator=generator)]
+        _, boxes_init, boxes_refine = head(features)
+        return boxes_init, boxes_refine
+
+    def test_stride_and_reg_denom_normalisation(self):
+        logits = (0.1, 0.2, -0.3, 0.5)
+        for norm_type, normalizers in (("stride", (8.0, 16.0)), ("reg_denom", (64.0, 128.0))):
+            boxes_init, boxes_refine = self._boxes(norm_type)
+            for level, (scale, normalizer) in enumerate(zip((1.0, 2.0), normalizers)):
+                expected = torch.tensor([math.exp(scale * x) * normalizer for x in logits])
+                refined = expected * torch.tensor([math.exp(x) for x in (0.0, 0.1, 0.2, 0.3)])
+                with self.subTest(norm_type=norm_type, level=level):
+                    torch.testing.assert_close(boxes_init[level], expected[None, :, None, None].expand_as(boxes_init[level]))
+                    torch.testing.assert_close(boxes_refine[level], refined[None, :, None, None].expand_as(boxes_init[level]))
+
+
 class SoftNMSTest(unittest.TestCase):
     def test_linear_decay(self):
         boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 8.0], [20.0, 20.0, 30.0, 30.0]])
