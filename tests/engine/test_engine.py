@@ -160,6 +160,50 @@ class AutocastTrainerTest(unittest.TestCase):
             trainer.run_step()
 
 
+class YacsTrainingTest(unittest.TestCase):
+    """Two iterations of the quickstart's .yaml through the yacs Trainer on the tiny shapes split."""
+
+    def setUp(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def tearDown(self):
+        torch.set_num_threads(self.threads)
+
+    def test_quickstart_yaml_trains(self):
+        from vfnet.engine import Trainer
+
+        yaml = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.yaml")
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(
+                yaml,
+                [
+                    "DATASETS.TRAIN=('vfnet_shapes_train_tiny',)",
+                    "DATASETS.TEST=()",  # no evaluation
+                    "DATALOADER.NUM_WORKERS=0",
+                    "SOLVER.IMS_PER_BATCH=2",
+                    "SOLVER.MAX_ITER=2",
+                    "SOLVER.WARMUP_ITERS=0",
+                    f"OUTPUT_DIR={tmp}",
+                ],
+            )
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=False)
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+            trainer.train()
+            self.assertEqual(trainer.iter, 2)  # Detectron2 leaves iter at max_iter after the loop
+            history = trainer.storage.history
+            for name in ("total_loss", "loss_cls", "loss_bbox_init", "loss_bbox_refine"):
+                values = [v for v, _ in history(name).values()]
+                self.assertEqual(len(values), 2, name)
+                self.assertTrue(all(math.isfinite(v) and v > 0 for v in values), (name, values))
+            changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+            for name in ("backbone.bottom_up.stem.conv1.weight", "backbone.fpn_output3.weight", "head.cls_score.weight",
+                         "head.bbox_init_pred.weight", "head.bbox_refine_pred.weight"):
+                self.assertTrue(name in changed, f"{name} did not change in training")
+            self.assertTrue(os.path.isfile(os.path.join(tmp, "model_final.pth")))
+
+
 class DefaultPredictorTest(unittest.TestCase):
     def test_yaml_predictor_on_bgr_image(self):
         from detectron2.engine import DefaultPredictor
