@@ -258,9 +258,10 @@ class HeadBoxScaleTest(unittest.TestCase):
             for level, (scale, normalizer) in enumerate(zip((1.0, 2.0), normalizers)):
                 expected = torch.tensor([math.exp(scale * x) * normalizer for x in logits])
                 refined = expected * torch.tensor([math.exp(x) for x in (0.0, 0.1, 0.2, 0.3)])
+                shape = boxes_init[level].shape
                 with self.subTest(norm_type=norm_type, level=level):
-                    torch.testing.assert_close(boxes_init[level], expected[None, :, None, None].expand_as(boxes_init[level]))
-                    torch.testing.assert_close(boxes_refine[level], refined[None, :, None, None].expand_as(boxes_init[level]))
+                    torch.testing.assert_close(boxes_init[level], expected[None, :, None, None].expand(shape))
+                    torch.testing.assert_close(boxes_refine[level], refined[None, :, None, None].expand(shape))
 
 
 class SoftNMSTest(unittest.TestCase):

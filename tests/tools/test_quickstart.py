@@ -20,7 +20,8 @@ TINY = [
 
 
 def _quickstart_tool():
-    spec = importlib.util.spec_from_file_location("vfnet_quickstart_tool", os.path.join(REPO_ROOT, "tools", "quickstart.py"))
+    path = os.path.join(REPO_ROOT, "tools", "quickstart.py")
+    spec = importlib.util.spec_from_file_location("vfnet_quickstart_tool", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,9 +44,8 @@ class QuickstartToolTest(unittest.TestCase):
                 bbox = json.load(f)["bbox"]  # written by the evaluation
             with open(os.path.join(out, "quickstart_summary.json")) as f:
                 summary = json.load(f)
-            self.assertEqual(
-                (summary["bbox_AP"], summary["bbox_AP50"], summary["bbox_AP75"]), (bbox["AP"], bbox["AP50"], bbox["AP75"])
-            )
+            reported = (summary["bbox_AP"], summary["bbox_AP50"], summary["bbox_AP75"])
+            self.assertEqual(reported, (bbox["AP"], bbox["AP50"], bbox["AP75"]))
             self.assertTrue(0.0 <= summary["score_calibration_ece"] <= 1.0)
             self.assertLessEqual(summary["train_and_eval_minutes"], summary["total_minutes"])
             self.assertEqual(len([f for f in os.listdir(os.path.join(out, "val_detections")) if f.endswith(".png")]), 2)
