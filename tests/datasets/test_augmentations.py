@@ -6,6 +6,7 @@ hand, bounds over many draws, and the VFNet-X data config. Runs in about a secon
 """
 
 import os
+import re
 import tempfile
 import unittest
 
@@ -18,6 +19,7 @@ from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
 from vfnet.data import (
+    CheckedDatasetMapper,
     CutOut,
     CutOutTransform,
     DatasetMapperWithBoxes,
@@ -184,6 +186,26 @@ class MapperTest(unittest.TestCase):
         bad = dict(self.record([]), file_name=os.path.join(self.tmp.name, "missing.png"))
         with self.assertRaisesRegex(RuntimeError, "missing.png"):
             mapper(bad)
+
+    def test_corrupt_image_error_names_the_file(self):
+        garbage = os.path.join(self.tmp.name, "garbage.jpg")
+        with open(garbage, "wb") as f:
+            f.write(bytes(range(256)) * 8)
+        truncated = os.path.join(self.tmp.name, "truncated.jpg")
+        ok, encoded = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8))
+        with open(truncated, "wb") as f:
+            f.write(encoded.tobytes()[: len(encoded) // 3])
+        for mapper_class in (CheckedDatasetMapper, DatasetMapperWithBoxes):
+            mapper = mapper_class(is_train=True, augmentations=[], image_format="BGR")
+            for path in (garbage, truncated):
+                with self.subTest(mapper=mapper_class.__name__, file=os.path.basename(path)):
+                    with self.assertRaises(RuntimeError) as ctx:
+                        mapper(dict(self.record([[0, 0, 6, 6]]), file_name=path))
+                    self.assertTrue(str(ctx.exception).startswith(f"failed to load image {path}: "), str(ctx.exception))
+                    self.assertIsInstance(ctx.exception.__cause__, OSError)  # PIL's error, kept as the cause
+            # an image whose size differs from its record's
+            with self.assertRaisesRegex(RuntimeError, f"failed to load image {re.escape(self.file)}: .*[Mm]ismatch"):
+                mapper(dict(self.record([[0, 0, 6, 6]]), height=90))
 
 
 class MultiScaleKeepRatioResizeTest(unittest.TestCase):

@@ -42,6 +42,27 @@ class DatasetChecksTest(unittest.TestCase):
         self.assertEqual(dicts[0]["annotations"][0]["bbox_mode"], BoxMode.XYXY_ABS)
         self.assertIn("clipped 1 boxes", logs.output[0])
 
+    def test_overhang_tolerance_is_one_pixel_on_each_side(self):
+        # The 60 x 50 image: XYXY boxes overhanging one side by exactly 1 px are clipped; by 1.25 px
+        # they are errors. The sides differ in width and height, so swapping them is seen.
+        inside = [10.0, 10.0, 20.0, 20.0]
+        for side, edge in ((0, 0.0), (1, 0.0), (2, 60.0), (3, 50.0)):
+            outward = -1.0 if side < 2 else 1.0
+            with self.subTest(side=side):
+                at_tolerance = list(inside)
+                at_tolerance[side] = edge + outward * 1.0
+                dicts = [self.record(at_tolerance, mode=BoxMode.XYXY_ABS)]
+                with self.assertLogs("vfnet.data.validation", level=logging.WARNING):
+                    check_dataset_dicts(dicts, "d")
+                clipped = list(inside)
+                clipped[side] = edge
+                self.assertEqual(dicts[0]["annotations"][0]["bbox"], clipped)
+
+                beyond = list(inside)
+                beyond[side] = edge + outward * 1.25
+                with self.assertRaisesRegex(DatasetError, "box outside the image"):
+                    check_dataset_dicts([self.record(beyond, mode=BoxMode.XYXY_ABS)], "d")
+
     def test_box_outside_the_image_is_an_error(self):
         with self.assertRaisesRegex(DatasetError, r"a\.jpg \(60x50\) has a box outside the image: \[55, 10, 20, 5\]"):
             check_dataset_dicts([self.record([55, 10, 20, 5])], "d")
@@ -71,14 +92,39 @@ class UserDatasetsTest(unittest.TestCase):
         import json
 
         json_file = os.path.join(self.tmp.name, "a.json")
+        # Category ids neither contiguous nor in name order: Detectron2's load_coco_json maps the
+        # sorted ids 3, 7, 12 to 0, 1, 2 and names the classes in that order.
+        categories = [{"id": 7, "name": "ant"}, {"id": 12, "name": "moth"}, {"id": 3, "name": "zebra"}]
+        images = [
+            {"id": 5, "file_name": "b.jpg", "height": 40, "width": 70},
+            {"id": 9, "file_name": "sub/c.jpg", "height": 30, "width": 20},
+        ]
+        annotations = [
+            {"id": 1, "image_id": 5, "category_id": 7, "bbox": [1.5, 2.0, 10.0, 20.0], "area": 200.0, "iscrowd": 0},
+            {"id": 2, "image_id": 5, "category_id": 3, "bbox": [30.0, 5.0, 12.0, 8.0], "area": 96.0, "iscrowd": 0},
+            {"id": 3, "image_id": 9, "category_id": 12, "bbox": [0.0, 0.0, 4.0, 6.0], "area": 24.0, "iscrowd": 0},
+        ]
         with open(json_file, "w") as f:
-            json.dump(
-                {"images": [], "annotations": [], "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]}, f
-            )
+            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
         classes = register_coco_dataset("test_user_coco", json_file, self.tmp.name)
-        self.assertEqual(classes, ["cat", "dog"])  # sorted by id, as Detectron2 maps them
-        self.assertEqual(MetadataCatalog.get("test_user_coco").thing_classes, ["cat", "dog"])
-        self.assertEqual(register_coco_dataset("test_user_coco", json_file, self.tmp.name), ["cat", "dog"])
+        self.assertEqual(classes, ["zebra", "ant", "moth"])  # sorted by id, as Detectron2 maps them
+        self.assertEqual(MetadataCatalog.get("test_user_coco").thing_classes, ["zebra", "ant", "moth"])
+        self.assertEqual(register_coco_dataset("test_user_coco", json_file, self.tmp.name), ["zebra", "ant", "moth"])
+
+        dicts = sorted(DatasetCatalog.get("test_user_coco"), key=lambda r: r["image_id"])
+        self.assertEqual(MetadataCatalog.get("test_user_coco").thing_dataset_id_to_contiguous_id, {3: 0, 7: 1, 12: 2})
+        self.assertEqual(
+            [(r["image_id"], r["file_name"], r["height"], r["width"]) for r in dicts],
+            [(5, os.path.join(self.tmp.name, "b.jpg"), 40, 70), (9, os.path.join(self.tmp.name, "sub/c.jpg"), 30, 20)],
+        )
+        records = [[(a["category_id"], list(a["bbox"]), a["bbox_mode"]) for a in r["annotations"]] for r in dicts]
+        self.assertEqual(
+            records,
+            [
+                [(1, [1.5, 2.0, 10.0, 20.0], BoxMode.XYWH_ABS), (0, [30.0, 5.0, 12.0, 8.0], BoxMode.XYWH_ABS)],
+                [(2, [0.0, 0.0, 4.0, 6.0], BoxMode.XYWH_ABS)],
+            ],
+        )
         with self.assertRaisesRegex(FileNotFoundError, "annotation file"):
             register_coco_dataset("test_user_coco2", os.path.join(self.tmp.name, "none.json"), self.tmp.name)
 
@@ -93,17 +139,24 @@ class UserDatasetsTest(unittest.TestCase):
         size = ET.SubElement(ann, "size")
         ET.SubElement(size, "width").text = "50"
         ET.SubElement(size, "height").text = "40"
-        for name, box in (("zebra", (5, 5, 20, 20)), ("ant", (10, 12, 30, 35))):
+        for name, box, difficult in (("zebra", (5, 6, 20, 21), "0"), ("ant", (10, 12, 30, 35), "1")):
             obj = ET.SubElement(ann, "object")
             ET.SubElement(obj, "name").text = name
-            ET.SubElement(obj, "difficult").text = "0"
+            ET.SubElement(obj, "difficult").text = difficult
             bb = ET.SubElement(obj, "bndbox")
             for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
                 ET.SubElement(bb, k).text = str(v)
         ET.ElementTree(ann).write(os.path.join(root, "Annotations", "img1.xml"))
         classes = register_dataset_spec("test_user_voc", f"voc:{root}:train")
         self.assertEqual(classes, ["ant", "zebra"])
-        dicts = DatasetCatalog.get("test_user_voc")
-        self.assertEqual(sorted(a["category_id"] for a in dicts[0]["annotations"]), [0, 1])
+        (record,) = DatasetCatalog.get("test_user_voc")
+        self.assertEqual(record["file_name"], os.path.join(root, "JPEGImages", "img1.jpg"))
+        self.assertEqual((record["image_id"], record["height"], record["width"]), ("img1", 40, 50))
+        # VOC's pixel indices are 1-based: Detectron2's load_voc_instances takes 1 from xmin and
+        # ymin (only) and keeps the boxes XYXY; "difficult" objects are kept.
+        self.assertEqual(
+            [(a["category_id"], a["bbox"], a["bbox_mode"]) for a in record["annotations"]],
+            [(1, [4.0, 5.0, 20.0, 21.0], BoxMode.XYXY_ABS), (0, [9.0, 11.0, 30.0, 35.0], BoxMode.XYXY_ABS)],
+        )
         with self.assertRaisesRegex(ValueError, "dataset spec"):
             register_dataset_spec("x", "parquet:a:b")

@@ -62,9 +62,31 @@ class CheckpointerTest(unittest.TestCase):
         torch.save({"model": state}, path)
         return path
 
+    @staticmethod
+    def other_weights():
+        """The same small VFNet with every parameter and buffer moved away from ``small_vfnet()``'s."""
+        model = small_vfnet()
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.add_(torch.rand(tensor.shape, generator=generator) + 0.5)
+        return model
+
+    def assert_state_equal(self, model, expected, prefix=""):
+        state = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
+        self.assertTrue(state)
+        differing = [name for name, value in state.items() if not torch.equal(value, expected[name])]
+        self.assertEqual(differing, [], f"{len(differing)} of {len(state)} tensors differ from the expected weights")
+
     def test_own_checkpoint_loads(self):
-        path = self.save(self.model.state_dict())
-        VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
+        path = self.save(saved)
+        model = self.other_weights()
+        self.assertFalse(torch.equal(model.head.cls_score.weight, saved["head.cls_score.weight"]))
+        VFNetCheckpointer(model, require_head=True).load(path)
+        self.assertEqual(set(model.state_dict()), set(saved))
+        self.assert_state_equal(model, saved)  # every parameter and buffer now holds the checkpoint's
 
     def test_other_architecture(self):
         path = self.save({"roi_heads.box_head.fc1.weight": torch.zeros(2), "proposal_generator.x": torch.zeros(1)})
@@ -77,9 +99,13 @@ class CheckpointerTest(unittest.TestCase):
             VFNetCheckpointer(self.model).load(path)
 
     def test_backbone_only(self):
-        backbone = {k: v for k, v in self.model.state_dict().items() if k.startswith("backbone.")}
+        backbone = {k: v.clone() for k, v in self.model.state_dict().items() if k.startswith("backbone.")}
         path = self.save(backbone)
-        VFNetCheckpointer(small_vfnet()).load(path)  # fine for training
+        model = self.other_weights()
+        head_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("head.")}
+        VFNetCheckpointer(model).load(path)  # fine for training
+        self.assert_state_equal(model, backbone, "backbone.")  # the backbone loaded ...
+        self.assert_state_equal(model, head_before, "head.")  # ... and the head kept its own weights
         with self.assertRaisesRegex(IncompatibleCheckpointError, "no weights for the VFNet head"):
             VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
 
@@ -97,10 +123,23 @@ class AutocastTrainerTest(unittest.TestCase):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         trainer = AutocastTrainer(model, self._batches(), optimizer)
         before = model.head.cls_score.weight.detach().clone()
+        # Inside the forward, convolutions compute in bfloat16 (autocast) from float32 weights.
+        seen = {}
+
+        def record_dtype(name):
+            def hook(module, inputs, output):
+                seen[name] = output.dtype
+
+            return hook
+
+        model.backbone.bottom_up.stem.conv1.register_forward_hook(record_dtype("stem"))
+        model.head.cls_score.register_forward_hook(record_dtype("cls_score"))
         with EventStorage() as storage:
             trainer.iter = 0
             trainer.storage = storage
             trainer.run_step()
+        self.assertEqual(seen, {"stem": torch.bfloat16, "cls_score": torch.bfloat16})
+        self.assertEqual(model.head.cls_score.weight.dtype, torch.float32)
         self.assertFalse(torch.equal(before, model.head.cls_score.weight))
         self.assertTrue(math.isfinite(storage.history("total_loss").latest()))
 
@@ -119,6 +158,50 @@ class AutocastTrainerTest(unittest.TestCase):
             trainer.iter = 0
             trainer.storage = storage
             trainer.run_step()
+
+
+class YacsTrainingTest(unittest.TestCase):
+    """Two iterations of the quickstart's .yaml through the yacs Trainer on the tiny shapes split."""
+
+    def setUp(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def tearDown(self):
+        torch.set_num_threads(self.threads)
+
+    def test_quickstart_yaml_trains(self):
+        from vfnet.engine import Trainer
+
+        yaml = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.yaml")
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(
+                yaml,
+                [
+                    "DATASETS.TRAIN=('vfnet_shapes_train_tiny',)",
+                    "DATASETS.TEST=()",  # no evaluation
+                    "DATALOADER.NUM_WORKERS=0",
+                    "SOLVER.IMS_PER_BATCH=2",
+                    "SOLVER.MAX_ITER=2",
+                    "SOLVER.WARMUP_ITERS=0",
+                    f"OUTPUT_DIR={tmp}",
+                ],
+            )
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=False)
+            before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+            trainer.train()
+            self.assertEqual(trainer.iter, 2)  # Detectron2 leaves iter at max_iter after the loop
+            history = trainer.storage.history
+            for name in ("total_loss", "loss_cls", "loss_bbox_init", "loss_bbox_refine"):
+                values = [v for v, _ in history(name).values()]
+                self.assertEqual(len(values), 2, name)
+                self.assertTrue(all(math.isfinite(v) and v > 0 for v in values), (name, values))
+            changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+            for name in ("backbone.bottom_up.stem.conv1.weight", "backbone.fpn_output3.weight", "head.cls_score.weight",
+                         "head.bbox_init_pred.weight", "head.bbox_refine_pred.weight"):
+                self.assertTrue(name in changed, f"{name} did not change in training")
+            self.assertTrue(os.path.isfile(os.path.join(tmp, "model_final.pth")))
 
 
 class DefaultPredictorTest(unittest.TestCase):

@@ -164,6 +164,39 @@ class FCOSAssignerTest(unittest.TestCase):
         positives = {(i % 8 * 8 + 4, i // 8 * 8 + 4) for i in (sampled >= 0).nonzero().squeeze(1).tolist()}
         self.assertEqual(positives, {(x, y) for x in (28, 36) for y in (28, 36)})
 
+    def test_regress_range_bounds_are_inclusive(self):
+        # The reference (FCOSHead._get_target_single, used by VFNetHead without ATSS) keeps a point
+        # when lower <= max distance <= upper. Levels: stride 8 in [-1, 16], stride 16 in [16, 1e8].
+        anchors, valid = _grid([(8, 8), (4, 4)], (8, 16), offset=0.5)
+        assigner = FCOSAssigner((8, 16), regress_ranges=((-1, 16), (16, 1e8)))
+        level0 = lambda x, y: _index(8, x, y, 8)  # noqa: E731
+        level1 = lambda x, y: _index(4, x, y, 16, level_start=64)  # noqa: E731
+
+        def match(box):
+            return assigner(anchors, valid, Boxes(torch.tensor([box])))
+
+        # Level 0 point (4, 4) in [0, 0, 20, 20]: distances (4, 4, 16, 16), max 16 = level 0's upper bound.
+        self.assertEqual(match([0.0, 0.0, 20.0, 20.0])[level0(4, 4)].item(), 0, "max distance 16 = upper bound")
+        self.assertEqual(match([0.0, 0.0, 20.5, 20.5])[level0(4, 4)].item(), -1)  # max 16.5
+        # Level 1 point (40, 40) in [32, 32, 56, 56]: distances (8, 8, 16, 16), max 16 = level 1's lower bound.
+        self.assertEqual(match([32.0, 32.0, 56.0, 56.0])[level1(40, 40)].item(), 0, "max distance 16 = lower bound")
+        self.assertEqual(match([32.0, 32.0, 55.5, 55.5])[level1(40, 40)].item(), -1)  # max 15.5
+
+    def test_center_sampling_radius_follows_each_levels_stride(self):
+        # Radius 2 strides around the centre (32, 32) of [0, 8, 64, 56], cut to the box; ranges unbounded.
+        anchors, valid = _grid([(8, 8), (4, 4)], (8, 16), offset=0.5)
+        gt = Boxes(torch.tensor([[0.0, 8.0, 64.0, 56.0]]))
+        assigner = FCOSAssigner((8, 16), ((-1, 1e8), (-1, 1e8)), center_sampling=True, center_sample_radius=2.0)
+        matched = assigner(anchors, valid, gt)
+        positives = [set(), set()]
+        for i in (matched >= 0).nonzero().squeeze(1).tolist():
+            level, j, stride, width = (0, i, 8, 8) if i < 64 else (1, i - 64, 16, 4)
+            positives[level].add(((j % width + 0.5) * stride, (j // width + 0.5) * stride))
+        # stride 8: radius 16, region (16, 48) x (16, 48): points 20, 28, 36, 44 on each axis
+        self.assertEqual(positives[0], {(x, y) for x in (20, 28, 36, 44) for y in (20, 28, 36, 44)})
+        # stride 16: radius 32, region (0, 64) x (8, 56) once cut to the box: x 8, 24, 40, 56; y 24, 40
+        self.assertEqual(positives[1], {(x, y) for x in (8, 24, 40, 56) for y in (24, 40)})
+
     def test_no_boxes_and_level_mismatch(self):
         anchors, valid = _grid([(4, 4)], (8,), offset=0.5)
         self.assertEqual(FCOSAssigner((8,), ((-1, 1e8),))(anchors, valid, Boxes(torch.zeros(0, 4))).tolist(), [-1] * 16)

@@ -184,6 +184,19 @@ class VFNetInferenceTest(unittest.TestCase):
         self.assertEqual(self._candidate_pairs(pairs, scores), [(0, 0), (1, 0)])
         self.assertEqual(sorted(self._candidate_pairs(points_mode, scores)), [(0, 0), (1, 0), (1, 1)])
 
+    def test_points_mode_thresholds_the_pairs_of_the_top_points(self):
+        # The original repository: the top-2 points by best score (0: 0.95, 1: 0.6; point 3's 0.55
+        # misses the cut), then their pairs strictly above 0.5 (mmdet's multiclass_nms: score > thr):
+        # (0, 1) = 0.3 and (1, 1) = 0.5 fall out.
+        scores = torch.tensor([[0.95, 0.3], [0.6, 0.5], [0.4, 0.2], [0.55, 0.1]])
+        model = small_vfnet(test_topk_candidates=2, test_topk_mode="points", test_score_thresh=0.5)
+        self.assertEqual(sorted(self._candidate_pairs(model, scores)), [(0, 0), (1, 0)])
+        # "pairs" mode thresholds first, then keeps the top-2 pairs: point 3 gets in.
+        model = small_vfnet(test_topk_candidates=2, test_topk_mode="pairs", test_score_thresh=0.5)
+        self.assertEqual(self._candidate_pairs(model, scores), [(0, 0), (1, 0)])
+        model = small_vfnet(test_topk_candidates=3, test_topk_mode="pairs", test_score_thresh=0.5)
+        self.assertEqual(self._candidate_pairs(model, scores), [(0, 0), (1, 0), (3, 0)])
+
     def test_topk_of_zero_or_more_than_there_are_keeps_every_pair_above_the_threshold(self):
         scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
         expected = [(0, 0), (1, 0), (1, 1), (2, 1), (2, 0)]  # by descending score
@@ -209,6 +222,46 @@ class VFNetInferenceTest(unittest.TestCase):
         anchor = _anchors([[8.0, 16.0]], side=64.0).tensor  # not normalised by its size
         boxes = model.box2box_transform.apply_deltas(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), anchor)
         self.assertEqual(boxes.tolist(), [[7.0, 14.0, 11.0, 20.0]])
+
+
+class HeadBoxScaleTest(unittest.TestCase):
+    """The initial box is exp(scale x logit) times the level's stride ("stride") or its reg_denom."""
+
+    def _boxes(self, bbox_norm_type):
+        from detectron2.layers import ShapeSpec
+
+        from vfnet import VFNetHead
+
+        head = VFNetHead(
+            input_shape=[ShapeSpec(channels=32, stride=s) for s in (8, 16)],
+            num_classes=3,
+            feat_channels=32,
+            stacked_convs=1,
+            bbox_norm_type=bbox_norm_type,
+            reg_denoms=(64, 128),
+        )
+        with torch.no_grad():  # constant logits (0.1, 0.2, -0.3, 0.5) at every point of every level
+            head.bbox_init_pred.weight.zero_()
+            head.bbox_init_pred.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 0.5]))
+            head.bbox_init_scales[1].scale.fill_(2.0)
+            head.bbox_refine_pred.weight.zero_()  # refinement factors exp(0, 0.1, 0.2, 0.3)
+            head.bbox_refine_pred.bias.copy_(torch.tensor([0.0, 0.1, 0.2, 0.3]))
+        generator = torch.Generator().manual_seed(0)
+        features = [torch.randn(1, 32, 6, 5, generator=generator), torch.randn(1, 32, 3, 3, generator=generator)]
+        _, boxes_init, boxes_refine = head(features)
+        return boxes_init, boxes_refine
+
+    def test_stride_and_reg_denom_normalisation(self):
+        logits = (0.1, 0.2, -0.3, 0.5)
+        for norm_type, normalizers in (("stride", (8.0, 16.0)), ("reg_denom", (64.0, 128.0))):
+            boxes_init, boxes_refine = self._boxes(norm_type)
+            for level, (scale, normalizer) in enumerate(zip((1.0, 2.0), normalizers)):
+                expected = torch.tensor([math.exp(scale * x) * normalizer for x in logits])
+                refined = expected * torch.tensor([math.exp(x) for x in (0.0, 0.1, 0.2, 0.3)])
+                shape = boxes_init[level].shape
+                with self.subTest(norm_type=norm_type, level=level):
+                    torch.testing.assert_close(boxes_init[level], expected[None, :, None, None].expand(shape))
+                    torch.testing.assert_close(boxes_refine[level], refined[None, :, None, None].expand(shape))
 
 
 class SoftNMSTest(unittest.TestCase):
