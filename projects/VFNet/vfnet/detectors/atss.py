@@ -1,10 +1,9 @@
 """ATSS (Zhang et al., CVPR 2020) as MMDetection's ``ATSSHead`` computes it, with ``use_vfl``."""
-import math
 from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, cat, get_norm
+from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -15,38 +14,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..assigners import ATSSAssigner
+from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..layers import Scale
 from ..vfl import NORMALIZER_EPS
 from .base import VFLDenseDetector
 from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
 
 __all__ = ["ATSS", "ATSSHead", "atss_centerness"]
-
-
-def tower(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.ModuleList:
-    """``num_convs`` x (3x3 conv, norm, ReLU); the convs have a bias only without a norm."""
-    return nn.ModuleList(
-        Conv2d(
-            in_channels if i == 0 else channels,
-            channels,
-            kernel_size=3,
-            padding=1,
-            bias=not norm,
-            norm=get_norm(norm, channels),
-            activation=F.relu,
-        )
-        for i in range(num_convs)
-    )
-
-
-def init_dense_head(head: nn.Module, classifier: nn.Conv2d, prior_prob: float) -> None:
-    """Every conv N(0, 0.01) with zero bias, the classifier's bias set for ``prior_prob``."""
-    for module in head.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.normal_(module.weight, mean=0.0, std=0.01)
-            if module.bias is not None:
-                nn.init.constant_(module.bias, 0.0)
-    nn.init.constant_(classifier.bias, -math.log((1 - prior_prob) / prior_prob))
 
 
 class ATSSHead(nn.Module):
@@ -69,13 +43,10 @@ class ATSSHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"ATSSHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "ATSSHead")
         self.num_classes = num_classes
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.bbox_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_score = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
         self.centerness = nn.Conv2d(feat_channels, num_anchors, 3, padding=1)
@@ -106,11 +77,7 @@ class ATSSHead(nn.Module):
             raise ValueError(f"ATSSHead: got {len(features)} feature levels, built for {len(self.scales)}")
         logits, deltas, centerness = [], [], []
         for level, x in enumerate(features):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
+            cls_feat, reg_feat = self.cls_subnet(x), self.bbox_subnet(x)
             logits.append(self.cls_score(cls_feat))
             deltas.append(self.scales[level](self.bbox_pred(reg_feat)).float())
             centerness.append(self.centerness(reg_feat))

@@ -11,9 +11,9 @@ from detectron2.utils.events import get_event_storage
 from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 
+from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..vfl import NORMALIZER_EPS
 from .assigners import FoveaAssigner
-from .atss import init_dense_head, tower
 from .base import VFLDenseDetector
 from .common import classwise_nms, select_topk_candidates
 
@@ -36,13 +36,10 @@ class FoveaHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"FoveaHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "FoveaHead")
         self.num_classes = num_classes
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.bbox_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_score = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(feat_channels, 4, 3, padding=1)
         init_dense_head(self, self.cls_score, prior_prob)
@@ -68,13 +65,8 @@ class FoveaHead(nn.Module):
         """
         logits, boxes = [], []
         for x in features:
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
-            logits.append(self.cls_score(cls_feat))
-            boxes.append(self.bbox_pred(reg_feat))
+            logits.append(self.cls_score(self.cls_subnet(x)))
+            boxes.append(self.bbox_pred(self.bbox_subnet(x)))
         return logits, boxes
 
 

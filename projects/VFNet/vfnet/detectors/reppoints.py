@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
+from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..layers import _deform_conv_dtype
 from ..vfl import NORMALIZER_EPS
 from .assigners import MaxIoUMatcher, PointAssigner
-from .atss import init_dense_head, tower
 from .base import VFLDenseDetector
 from .common import classwise_nms, positives_per_image_normalizer, select_topk_candidates, valid_flags
 
@@ -91,19 +91,16 @@ class RepPointsHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"RepPointsHead: all input levels must have the same channels, got {in_channels}")
+        in_channels = input_channels(input_shape, "RepPointsHead")
         kernel = int(math.isqrt(num_points))
         if kernel * kernel != num_points or kernel % 2 == 0:
             raise ValueError(f"RepPointsHead: num_points must be an odd square, got {num_points}")
-        in_channels = in_channels.pop()
         self.num_classes = num_classes
         self.num_points = num_points
         self.gradient_mul = gradient_mul
         self.moment_mul = moment_mul
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.pts_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.pts_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_dconv = DeformConv2d(feat_channels, point_feat_channels, kernel)
         self.cls_score = nn.Conv2d(point_feat_channels, num_classes, 1)
         self.pts_init_conv = nn.Conv2d(feat_channels, point_feat_channels, 3, padding=1)
@@ -142,11 +139,7 @@ class RepPointsHead(nn.Module):
         """
         logits, pts_init, pts_refine = [], [], []
         for x in features:
-            cls_feat, pts_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.pts_subnet:
-                pts_feat = layer(pts_feat)
+            cls_feat, pts_feat = self.cls_subnet(x), self.pts_subnet(x)
             init = self.pts_init_out(F.relu(self.pts_init_conv(pts_feat)))
             g = self.gradient_mul
             offset = (1 - g) * init.detach() + g * init - self.dcn_base_offset.to(init.dtype)
