@@ -16,7 +16,7 @@ from torch import Tensor
 from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
 from .detectors.base import VFLDenseDetector
-from .detectors.common import mean_over_workers, valid_flags
+from .detectors.common import batch_valid_flags, mean_over_workers
 from .head import VFNetHead
 from .layers import disable_fused_deformable_convs
 from .losses import varifocal_loss
@@ -187,13 +187,7 @@ class VFNet(VFLDenseDetector):
         Returns:
             per image, per level, a bool tensor (H_l * W_l,) in row-major order.
         """
-        return valid_flags(
-            [f.shape[-2:] for f in features],
-            self.anchor_generator.strides,
-            images.image_sizes,
-            self.backbone.size_divisibility,
-            device=features[0].device,
-        )
+        return batch_valid_flags(features, images.image_sizes, self.anchor_generator, self.backbone.size_divisibility)
 
     @torch.no_grad()
     def label_points(

@@ -18,7 +18,7 @@ from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..layers import Scale
 from ..vfl import NORMALIZER_EPS
 from .base import VFLDenseDetector
-from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
+from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, batch_valid_flags
 
 __all__ = ["ATSS", "ATSSHead", "atss_centerness"]
 
@@ -175,14 +175,7 @@ class ATSS(VFLDenseDetector):
     def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
         logits, deltas, centerness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
         anchors = self.anchor_generator(features)
-        valid = valid_flags(
-            [f.shape[-2:] for f in features],
-            self.anchor_generator.strides,
-            images.image_sizes,
-            self.backbone.size_divisibility,
-            num_anchors=self.anchor_generator.num_cell_anchors[0],
-            device=features[0].device,
-        )
+        valid = batch_valid_flags(features, images.image_sizes, self.anchor_generator, self.backbone.size_divisibility)
         gt_labels, gt_boxes = self.label_anchors(anchors, valid, gt_instances)
         return self.losses(anchors, valid, logits, deltas, centerness, gt_labels, gt_boxes)
 

@@ -19,7 +19,7 @@ from ..layers import _deform_conv_dtype
 from ..vfl import NORMALIZER_EPS
 from .assigners import MaxIoUMatcher, PointAssigner
 from .base import VFLDenseDetector
-from .common import classwise_nms, positives_per_image_normalizer, select_topk_candidates, valid_flags
+from .common import classwise_nms, positives_per_image_normalizer, select_topk_candidates, batch_valid_flags
 
 __all__ = ["RepPoints", "RepPointsHead", "DeformConv2d", "moment_boxes"]
 
@@ -244,9 +244,7 @@ class RepPoints(VFLDenseDetector):
         stride_per_point = torch.cat([points[0].new_full((n,), float(s)) for n, s in zip(level_sizes, strides)])
         valid = [
             torch.cat(v)
-            for v in valid_flags(
-                [f.shape[-2:] for f in features], strides, images.image_sizes, self.backbone.size_divisibility, device=features[0].device
-            )
+            for v in batch_valid_flags(features, images.image_sizes, self.point_generator, self.backbone.size_divisibility)
         ]
         # boxes in pixels, per image (N, P, 4): the loss boxes of both stages, from absolute points
         # (x, y) = offset * stride + location; and the second stage's anchors, from the
