@@ -16,20 +16,20 @@ import argparse
 import os
 import sys
 
-import torch
-
 try:
     import vfnet  # noqa: F401
 except ImportError:  # running from a source checkout without `make install`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
-from vfnet.mmdet_checkpoint import (
-    UnsupportedCheckpointError,
-    convert_imagenet_state_dict,
-    converted_checkpoint,
-    extract_state_dict,
-    summarize,
-)
+from vfnet.mmdet_checkpoint import convert_checkpoint_file, convert_imagenet_state_dict, converted_checkpoint
+
+
+def convert_backbone(state_dict, input_path: str):
+    """An ImageNet state dict -> ("<family> backbone", its Detectron2 checkpoint)."""
+    converted = convert_imagenet_state_dict(state_dict)
+    family = "Res2Net" if any(".convs." in k for k in converted) else "ResNet/ResNeXt"
+    author = f"vfnet: ImageNet {family} from {os.path.basename(input_path)}"
+    return f"{family} backbone", converted_checkpoint(converted, author=author)
 
 
 def main(argv=None) -> int:
@@ -37,24 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("input", metavar="IN.pth", help="ImageNet checkpoint (torchvision / open-mmlab layout)")
     parser.add_argument("output", metavar="OUT.pth", help="where to write the converted backbone weights")
     args = parser.parse_args(argv)
-
-    try:
-        checkpoint = torch.load(args.input, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as e:
-        print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
-        return 2
-    try:
-        state_dict = extract_state_dict(checkpoint)
-        converted = convert_imagenet_state_dict(state_dict)
-    except UnsupportedCheckpointError as e:
-        print(f"error: {args.input} cannot be converted: {e}", file=sys.stderr)
-        return 2
-    family = "Res2Net" if any(".convs." in k for k in converted) else "ResNet/ResNeXt"
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(converted_checkpoint(converted, author=f"vfnet: ImageNet {family} from {os.path.basename(args.input)}"), args.output)
-    tensors, params = summarize(converted)
-    print(f"wrote {args.output}: {family} backbone, {tensors} tensors, {params / 1e6:.2f}M values")
-    return 0
+    return convert_checkpoint_file(args.input, args.output, convert_backbone)
 
 
 if __name__ == "__main__":

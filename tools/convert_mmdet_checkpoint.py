@@ -16,15 +16,19 @@ import argparse
 import os
 import sys
 
-import torch
-
 try:
     import vfnet  # noqa: F401
 except ImportError:  # running from a source checkout without `make install`
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "VFNet"))
 
-from vfnet.mmdet_checkpoint import UnsupportedCheckpointError, extract_state_dict, summarize
+from vfnet.mmdet_checkpoint import convert_checkpoint_file
 from vfnet.mmdet_checkpoint_detectors import converted_mmdet_checkpoint
+
+
+def convert_detector(state_dict, input_path: str):
+    """An MMDetection state dict -> ("<detector> checkpoint", its Detectron2 checkpoint)."""
+    detector, converted = converted_mmdet_checkpoint(state_dict)
+    return f"{detector} checkpoint", converted
 
 
 def main(argv=None) -> int:
@@ -32,22 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("input", metavar="IN.pth", help="MMDetection checkpoint")
     parser.add_argument("output", metavar="OUT.pth", help="where to write the converted checkpoint")
     args = parser.parse_args(argv)
-
-    try:
-        checkpoint = torch.load(args.input, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as e:
-        print(f"error: cannot read {args.input}: {e}", file=sys.stderr)
-        return 2
-    try:
-        detector, converted = converted_mmdet_checkpoint(extract_state_dict(checkpoint))
-    except UnsupportedCheckpointError as e:
-        print(f"error: {args.input} cannot be converted: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(converted, args.output)
-    tensors, params = summarize(converted["model"])
-    print(f"wrote {args.output}: {detector} checkpoint, {tensors} tensors, {params / 1e6:.2f}M values")
-    return 0
+    return convert_checkpoint_file(args.input, args.output, convert_detector)
 
 
 if __name__ == "__main__":

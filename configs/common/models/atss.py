@@ -10,6 +10,10 @@ from vfnet.builders import STRIDES, head_input_shape
 from vfnet.detectors import ATSS, ATSSHead, MMDetAnchorGenerator, MMDetBox2BoxTransform
 
 from ._resnet_fpn_mmdet import backbone
+# imported under "_" names, which LazyConfig.load leaves out of this file's config
+from ._vfl_options import IMAGENET_RGB_INPUT as _IMAGENET_RGB_INPUT
+from ._vfl_options import TEST_SELECTION as _TEST_SELECTION
+from ._vfl_options import VARIFOCAL_LOSS as _VARIFOCAL_LOSS
 
 backbone.top_block.update(in_channels="${..out_channels}", in_feature="p5")
 
@@ -31,20 +35,13 @@ model = L(ATSS)(
     box2box_transform=L(MMDetBox2BoxTransform)(weights=[10.0, 10.0, 5.0, 5.0]),
     assigner=L(ATSSAssigner)(topk=9),
     num_classes=80,
-    use_vfl=True,
-    vfl_alpha=0.75,
-    vfl_gamma=2.0,
-    vfl_iou_weighted=True,
+    **_VARIFOCAL_LOSS,
     focal_loss_alpha=0.25,
     focal_loss_gamma=2.0,
     loss_bbox_weight=2.0,
     loss_centerness_weight=1.0,
-    test_score_thresh=0.05,
-    test_topk_candidates=1000,
     test_nms_thresh=0.6,
-    max_detections_per_image=100,
-    pixel_mean=[123.675, 116.28, 103.53],
-    pixel_std=[58.395, 57.12, 57.375],
-    input_format="RGB",
+    **_TEST_SELECTION,
+    **_IMAGENET_RGB_INPUT,
     fused_ops=True,
 )

@@ -9,6 +9,10 @@ from vfnet.builders import STRIDES, head_input_shape, point_generator
 from vfnet.detectors import FoveaAssigner, FoveaBox, FoveaHead
 
 from ._resnet_fpn_mmdet import backbone
+# imported under "_" names, which LazyConfig.load leaves out of this file's config
+from ._vfl_options import IMAGENET_RGB_INPUT as _IMAGENET_RGB_INPUT
+from ._vfl_options import TEST_SELECTION as _TEST_SELECTION
+from ._vfl_options import VARIFOCAL_LOSS as _VARIFOCAL_LOSS
 
 model = L(FoveaBox)(
     backbone=backbone,
@@ -26,20 +30,13 @@ model = L(FoveaBox)(
     assigner=L(FoveaAssigner)(scale_ranges=[(1, 64), (32, 128), (64, 256), (128, 512), (256, 2048)], sigma=0.4),
     base_edges=[16, 32, 64, 128, 256],
     num_classes=80,
-    use_vfl=True,
-    vfl_alpha=0.75,
-    vfl_gamma=2.0,
-    vfl_iou_weighted=True,
+    **_VARIFOCAL_LOSS,
     focal_loss_alpha=0.4,
     focal_loss_gamma=1.5,
     smooth_l1_beta=0.11,
     loss_bbox_weight=1.0,
-    test_score_thresh=0.05,
-    test_topk_candidates=1000,
     test_nms_thresh=0.5,
-    max_detections_per_image=100,
-    pixel_mean=[123.675, 116.28, 103.53],
-    pixel_std=[58.395, 57.12, 57.375],
-    input_format="RGB",
+    **_TEST_SELECTION,
+    **_IMAGENET_RGB_INPUT,
     fused_ops=True,
 )

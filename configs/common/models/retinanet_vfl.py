@@ -19,6 +19,10 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from vfnet.detectors import MaxIoUMatcher, MMDetAnchorGenerator, MMDetBox2BoxTransform, RetinaNetVFL
 
 from ._resnet_fpn_mmdet import backbone
+# imported under "_" names, which LazyConfig.load leaves out of this file's config
+from ._vfl_options import IMAGENET_RGB_INPUT as _IMAGENET_RGB_INPUT
+from ._vfl_options import TEST_SELECTION as _TEST_SELECTION
+from ._vfl_options import VARIFOCAL_LOSS as _VARIFOCAL_LOSS
 
 model = L(RetinaNetVFL)(
     backbone=backbone,
@@ -40,18 +44,11 @@ model = L(RetinaNetVFL)(
     focal_loss_gamma=2.0,
     smooth_l1_beta=0.0,  # L1
     box_reg_loss_type="smooth_l1",
-    use_vfl=True,
-    vfl_alpha=0.75,
-    vfl_gamma=2.0,
-    vfl_iou_weighted=True,
+    **_VARIFOCAL_LOSS,
     loss_normalizer="positives_per_image",
     ignore_padding=True,
-    test_score_thresh=0.05,
-    test_topk_candidates=1000,
     test_nms_thresh=0.5,
-    max_detections_per_image=100,
-    pixel_mean=[123.675, 116.28, 103.53],
-    pixel_std=[58.395, 57.12, 57.375],
-    input_format="RGB",
+    **_TEST_SELECTION,
+    **_IMAGENET_RGB_INPUT,
     fused_ops=True,
 )

@@ -13,6 +13,11 @@ from detectron2.config import LazyCall as L
 from vfnet import ATSSAssigner, VFNet, VFNetHead
 from vfnet.builders import STRIDES, fpn_p3_p7, head_input_shape, point_generator, resnet_bottom_up
 
+# imported under "_" names, which LazyConfig.load leaves out of this file's config
+from ._vfl_options import IMAGENET_RGB_INPUT as _IMAGENET_RGB_INPUT
+from ._vfl_options import TEST_SELECTION as _TEST_SELECTION
+from ._vfl_options import VARIFOCAL_LOSS as _VARIFOCAL_LOSS
+
 model = L(VFNet)(
     # ResNet-50 (ResNeXt: `stages.num_groups` / `stages.width_per_group`, e.g. 32 x 4); FPN P3-P5,
     # P6 = 3x3/2 conv on P5 (the FPN output, not C5), P7 = 3x3/2 conv on ReLU(P6)
@@ -40,22 +45,15 @@ model = L(VFNet)(
     anchor_generator=point_generator(STRIDES, anchor_scale=8, offset=0.0),
     assigner=L(ATSSAssigner)(topk=9),
     num_classes=80,
-    use_vfl=True,
-    vfl_alpha=0.75,
-    vfl_gamma=2.0,
-    vfl_iou_weighted=True,
+    **_VARIFOCAL_LOSS,
     loss_cls_weight=1.0,
     loss_bbox_init_weight=1.5,
     loss_bbox_refine_weight=2.0,
-    test_score_thresh=0.05,
-    test_topk_candidates=1000,
     test_topk_mode="pairs",
     test_nms_type="nms",
     test_nms_thresh=0.6,
-    max_detections_per_image=100,
-    pixel_mean=[123.675, 116.28, 103.53],
-    pixel_std=[58.395, 57.12, 57.375],
-    input_format="RGB",
+    **_TEST_SELECTION,
+    **_IMAGENET_RGB_INPUT,
     # Fused kernels of vfnet._C (the head's star-shaped deformable convs and the Varifocal Loss);
     # False: the pure-PyTorch reference paths (torchvision deform_conv2d, eager loss). Same results.
     fused_ops=True,

@@ -4,10 +4,11 @@ from typing import List, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
 from torch import nn
 from torch.nn import functional as F
 
+from .head_parts import box_normalizers, conv_tower, damped_star_boxes, input_channels, tower_conv
 from .layers import ModulatedDeformConv2d, Scale, StarDeformConv2d
 
 __all__ = ["VFNetHead"]
@@ -65,20 +66,10 @@ class VFNetHead(nn.Module):
                 ``vfnet._C`` the reference path runs either way.
         """
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"VFNetHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "VFNetHead")
         self.strides = [int(s.stride) for s in input_shape]
         num_levels = len(input_shape)
-        if bbox_norm_type == "reg_denom":
-            if len(reg_denoms) != num_levels:
-                raise ValueError(f"VFNetHead: {len(reg_denoms)} reg_denoms for {num_levels} levels")
-            self.box_normalizers = [float(d) for d in reg_denoms]
-        elif bbox_norm_type == "stride":
-            self.box_normalizers = [float(s) for s in self.strides]
-        else:
-            raise ValueError(f"VFNetHead: bbox_norm_type must be 'reg_denom' or 'stride', got {bbox_norm_type!r}")
+        self.box_normalizers = box_normalizers(bbox_norm_type, reg_denoms, self.strides, "VFNetHead")
         if stacked_convs < 1:
             raise ValueError(f"VFNetHead: stacked_convs must be >= 1, got {stacked_convs}")
         if norm == "GN" and feat_channels % 32 != 0:
@@ -87,32 +78,9 @@ class VFNetHead(nn.Module):
         self.gradient_mul = gradient_mul
         self.fused_ops = fused_ops
 
-        def tower_conv(channels_in: int, deformable: bool) -> nn.Module:
-            if deformable:
-                return ModulatedDeformConv2d(
-                    channels_in, feat_channels, norm=get_norm(norm, feat_channels), activation=F.relu
-                )
-            return Conv2d(
-                channels_in,
-                feat_channels,
-                kernel_size=3,
-                padding=1,
-                bias=not norm,
-                norm=get_norm(norm, feat_channels),
-                activation=F.relu,
-            )
-
-        def tower() -> nn.ModuleList:
-            return nn.ModuleList(
-                [
-                    tower_conv(in_channels if i == 0 else feat_channels, dcn_on_last_conv and i == stacked_convs - 1)
-                    for i in range(stacked_convs)
-                ]
-            )
-
-        self.cls_subnet = tower()
-        self.bbox_subnet = tower()
-        self.bbox_init_conv = tower_conv(feat_channels, deformable=False)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm, deformable_last=dcn_on_last_conv)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm, deformable_last=dcn_on_last_conv)
+        self.bbox_init_conv = tower_conv(feat_channels, feat_channels, norm)
         self.bbox_init_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
         self.bbox_init_scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
         self.bbox_refine_dconv = StarDeformConv2d(feat_channels, feat_channels, use_fused_op=fused_ops)
@@ -170,23 +138,15 @@ class VFNetHead(nn.Module):
             raise ValueError(f"VFNetHead: got {len(features)} feature levels, built for {len(self.strides)}")
         logits, boxes_init, boxes_refine = [], [], []
         for level, x in enumerate(features):
-            cls_feat = x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            reg_feat = x
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
+            cls_feat, reg_feat = self.cls_subnet(x), self.bbox_subnet(x)
 
             init_logits = self.bbox_init_pred(self.bbox_init_conv(reg_feat))
             box_init = self.bbox_init_scales[level](init_logits).float().exp() * self.box_normalizers[level]
 
             # Star offsets see the initial box with a damped gradient, in feature-map cells.
-            g = self.gradient_mul
-            star_box = ((1 - g) * box_init.detach() + g * box_init) / self.strides[level]
-            if not self.fused_ops:
-                # The fused op takes the float32 boxes as they are (positions in float32 even for
-                # bfloat16 features under autocast); torchvision's needs the features' dtype.
-                star_box = star_box.to(reg_feat.dtype)
+            star_box = damped_star_boxes(
+                box_init, self.strides[level], self.gradient_mul, None if self.fused_ops else reg_feat.dtype
+            )
 
             refine_feat = F.relu(self.bbox_refine_dconv(reg_feat, star_box))
             refine_factors = self.bbox_refine_scales[level](self.bbox_refine_pred(refine_feat)).float().exp()

@@ -1,13 +1,12 @@
 """VFNet, the detector: labelling, losses and decoding around :class:`VFNetHead`."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable, instantiate
 from detectron2.layers import batched_nms, cat
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
@@ -16,7 +15,8 @@ from torch import Tensor
 
 from .assigners import ATSSAssigner, FCOSAssigner, LabelAssigner
 from .builders import point_generator
-from .detectors.common import mean_over_workers, valid_flags
+from .detectors.base import VFLDenseDetector
+from .detectors.common import batch_valid_flags, mean_over_workers
 from .head import VFNetHead
 from .layers import disable_fused_deformable_convs
 from .losses import varifocal_loss
@@ -28,7 +28,7 @@ __all__ = ["VFNet"]
 
 
 @META_ARCH_REGISTRY.register()
-class VFNet(DenseDetector):
+class VFNet(VFLDenseDetector):
     """
     VarifocalNet (Zhang et al., CVPR 2021): a dense detector that ranks its boxes by an IoU-aware
     classification score trained with the Varifocal Loss, and refines each box with features
@@ -42,62 +42,34 @@ class VFNet(DenseDetector):
     def __init__(
         self,
         *,
-        backbone: Backbone,
         head: VFNetHead,
-        head_in_features: Optional[List[str]] = None,
         anchor_generator: DefaultAnchorGenerator,
         assigner: LabelAssigner,
-        num_classes: int,
-        use_vfl: bool = True,
-        vfl_alpha: float = 0.75,
-        vfl_gamma: float = 2.0,
-        vfl_iou_weighted: bool = True,
-        focal_loss_alpha: float = 0.25,
-        focal_loss_gamma: float = 2.0,
         loss_cls_weight: float = 1.0,
         loss_bbox_init_weight: float = 1.5,
         loss_bbox_refine_weight: float = 2.0,
-        test_score_thresh: float = 0.05,
-        test_topk_candidates: int = 1000,
         test_topk_mode: str = "pairs",
         test_nms_type: str = "nms",
-        test_nms_thresh: float = 0.6,
         soft_nms_method: str = "linear",
         soft_nms_sigma: float = 0.5,
         soft_nms_min_score: float = 1e-3,
-        max_detections_per_image: int = 100,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        input_format: str = "RGB",
         fused_ops: bool = True,
+        **kwargs,
     ):
         """
         Args:
-            backbone: a backbone whose ``head_in_features`` outputs feed the head (ResNet+FPN P3-P7).
             head: the :class:`VFNetHead`.
-            head_in_features: backbone outputs used, finest first (default: all, by stride).
             anchor_generator: one square anchor per location; its centres are the points the
                 boxes are measured from (offset 0 for ATSS, 0.5 for the FCOS assigner) and its
                 boxes (side 8 x stride) are the anchors ATSS matches.
             assigner: a :class:`~vfnet.assigners.LabelAssigner`: :class:`ATSSAssigner` or
                 :class:`FCOSAssigner`.
-            num_classes: number of foreground classes.
-            use_vfl: train the classifier with the Varifocal Loss on IoU targets (True) or with
-                the focal loss on hard labels (False).
-            vfl_alpha, vfl_gamma, vfl_iou_weighted: Varifocal Loss parameters.
-            focal_loss_alpha, focal_loss_gamma: focal loss parameters for ``use_vfl=False``.
             loss_cls_weight, loss_bbox_init_weight, loss_bbox_refine_weight: loss weights.
-            test_score_thresh: keep (point, class) pairs whose score is above this.
-            test_topk_candidates: per level, keep at most this many candidates before NMS.
             test_topk_mode: "pairs" (threshold, then the top (point, class) pairs: MMDetection
                 >= 2.18 and the fixtures) or "points" (the top points by best class score,
                 then threshold: the original VarifocalNet repository).
             test_nms_type: "nms" or "soft_nms"; class-wise either way.
-            test_nms_thresh: IoU threshold of the NMS.
             soft_nms_method, soft_nms_sigma, soft_nms_min_score: Soft-NMS parameters.
-            max_detections_per_image: detections kept per image after NMS.
-            pixel_mean, pixel_std: normalisation, in the channel order of the input images.
-            input_format: channel order of the input images ("RGB" for the reference's weights).
             fused_ops: compute the Varifocal Loss with the fused kernel
                 :func:`vfnet.ops.fused_varifocal_loss` (default: one pass each way, no temporaries of
                 the logits' size) or with the eager :func:`vfnet.losses.varifocal_loss` (the
@@ -105,10 +77,18 @@ class VFNet(DenseDetector):
                 star convs, the DCNv2 convs of the backbone, neck and head) to its torchvision
                 path; True leaves each as it was built (their own ``use_fused_op``, on by
                 default). The yacs config sets it from ``MODEL.VFNET.FUSED_OPS``.
+            kwargs: :class:`~vfnet.detectors.base.VFLDenseDetector`'s other arguments:
+                ``backbone`` (whose ``head_in_features`` outputs feed the head: ResNet+FPN
+                P3-P7), ``head_in_features`` (default: all, by stride), ``num_classes``,
+                ``use_vfl`` (the Varifocal Loss on IoU targets, or the focal loss on hard
+                labels), ``vfl_alpha``, ``vfl_gamma``, ``vfl_iou_weighted``,
+                ``focal_loss_alpha``, ``focal_loss_gamma``, ``test_score_thresh`` (keep (point,
+                class) pairs scoring above it), ``test_topk_candidates`` (per level, before NMS),
+                ``test_nms_thresh``, ``max_detections_per_image``, ``pixel_mean``, ``pixel_std``
+                and ``input_format`` (channel order of the inputs: "RGB" for the reference's
+                weights).
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        if head.num_classes != num_classes:
-            raise ValueError(f"VFNet: head predicts {head.num_classes} classes but num_classes={num_classes}")
+        super().__init__(head=head, fused_ops=fused_ops, **kwargs)
         if anchor_generator.num_cell_anchors != [1] * len(anchor_generator.num_cell_anchors):
             raise ValueError("VFNet: the anchor generator must place exactly one anchor per location")
         if not isinstance(assigner, LabelAssigner):
@@ -120,27 +100,14 @@ class VFNet(DenseDetector):
             raise ValueError(f"VFNet: test_nms_type must be 'nms' or 'soft_nms', got {test_nms_type!r}")
         self.anchor_generator = anchor_generator
         self.assigner = assigner
-        self.num_classes = num_classes
-        self.use_vfl = use_vfl
-        self.vfl_alpha = vfl_alpha
-        self.vfl_gamma = vfl_gamma
-        self.vfl_iou_weighted = vfl_iou_weighted
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
         self.loss_cls_weight = loss_cls_weight
         self.loss_bbox_init_weight = loss_bbox_init_weight
         self.loss_bbox_refine_weight = loss_bbox_refine_weight
-        self.test_score_thresh = test_score_thresh
-        self.test_topk_candidates = test_topk_candidates
         self.test_topk_mode = test_topk_mode
         self.test_nms_type = test_nms_type
-        self.test_nms_thresh = test_nms_thresh
         self.soft_nms_method = soft_nms_method
         self.soft_nms_sigma = soft_nms_sigma
         self.soft_nms_min_score = soft_nms_min_score
-        self.max_detections_per_image = max_detections_per_image
-        self.input_format = input_format
-        self.fused_ops = fused_ops
         # The head predicts distances (l, t, r, b) in pixels from each anchor's centre.
         self.box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
         if not fused_ops:
@@ -166,15 +133,7 @@ class VFNet(DenseDetector):
     @classmethod
     def from_config(cls, cfg):
         v = cfg.MODEL.VFNET
-        backbone = build_backbone(cfg)
-        backbone_shape = backbone.output_shape()
-        missing = [f for f in v.IN_FEATURES if f not in backbone_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.VFNET.IN_FEATURES names {missing}, which the backbone does not output "
-                f"(it gives {sorted(backbone_shape)})"
-            )
-        feature_shapes = [backbone_shape[f] for f in v.IN_FEATURES]
+        backbone, feature_shapes = cls.backbone_and_feature_shapes(cfg, "VFNET")
         strides = [s.stride for s in feature_shapes]
         if v.USE_ATSS:
             assigner = ATSSAssigner(topk=v.ATSS_TOPK)
@@ -186,36 +145,21 @@ class VFNet(DenseDetector):
                 center_sample_radius=v.CENTER_SAMPLE_RADIUS,
             )
         return {
+            **cls.shared_options_from_config(cfg, v),
             "backbone": backbone,
             "head": VFNetHead(cfg, feature_shapes),
-            "head_in_features": list(v.IN_FEATURES),
             "anchor_generator": instantiate(
                 point_generator(strides, anchor_scale=v.ANCHOR_SCALE, offset=0.0 if v.USE_ATSS else 0.5)
             ),
             "assigner": assigner,
-            "num_classes": v.NUM_CLASSES,
-            "use_vfl": v.USE_VFL,
-            "vfl_alpha": v.VFL_ALPHA,
-            "vfl_gamma": v.VFL_GAMMA,
-            "vfl_iou_weighted": v.VFL_IOU_WEIGHTED,
-            "focal_loss_alpha": v.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": v.FOCAL_LOSS_GAMMA,
             "loss_cls_weight": v.LOSS_CLS_WEIGHT,
             "loss_bbox_init_weight": v.LOSS_BBOX_INIT_WEIGHT,
             "loss_bbox_refine_weight": v.LOSS_BBOX_REFINE_WEIGHT,
-            "test_score_thresh": v.SCORE_THRESH_TEST,
-            "test_topk_candidates": v.TOPK_CANDIDATES_TEST,
             "test_topk_mode": v.TOPK_CANDIDATES_MODE,
             "test_nms_type": v.NMS_TYPE,
-            "test_nms_thresh": v.NMS_THRESH_TEST,
             "soft_nms_method": v.SOFT_NMS_METHOD,
             "soft_nms_sigma": v.SOFT_NMS_SIGMA,
             "soft_nms_min_score": v.SOFT_NMS_MIN_SCORE,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "fused_ops": v.FUSED_OPS,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
         }
 
     # ------------------------------------------------------------------ training
@@ -243,13 +187,7 @@ class VFNet(DenseDetector):
         Returns:
             per image, per level, a bool tensor (H_l * W_l,) in row-major order.
         """
-        return valid_flags(
-            [f.shape[-2:] for f in features],
-            self.anchor_generator.strides,
-            images.image_sizes,
-            self.backbone.size_divisibility,
-            device=features[0].device,
-        )
+        return batch_valid_flags(features, images.image_sizes, self.anchor_generator, self.backbone.size_divisibility)
 
     @torch.no_grad()
     def label_points(

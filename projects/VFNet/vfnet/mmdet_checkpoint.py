@@ -31,7 +31,9 @@ bbox_head.scales_refine.{l}                   head.bbox_refine_scales.{l}
 bbox_head.vfnet_cls_dconv                     head.cls_dconv
 bbox_head.vfnet_cls                           head.cls_score
 """
+import os
 import re
+import sys
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -44,6 +46,7 @@ __all__ = [
     "convert_imagenet_state_dict",
     "converted_checkpoint",
     "summarize",
+    "convert_checkpoint_file",
 ]
 
 
@@ -254,3 +257,35 @@ def converted_checkpoint(state_dict: Mapping[str, torch.Tensor], author: str = "
 def summarize(state_dict: Mapping[str, torch.Tensor]) -> Tuple[int, int]:
     """(number of tensors, number of parameters) of a state dict."""
     return len(state_dict), sum(int(v.numel()) for v in state_dict.values())
+
+
+def convert_checkpoint_file(
+    input_path: str,
+    output_path: str,
+    convert: Callable[[Dict[str, torch.Tensor], str], Tuple[str, Dict[str, object]]],
+) -> int:
+    """
+    What the tools/convert_*_checkpoint.py commands do: read ``input_path``, convert its state
+    dict (:func:`extract_state_dict`) with ``convert(state_dict, input_path)`` -> (a description
+    such as "ATSS checkpoint", the checkpoint to save: a dict with the converted weights under
+    "model"), write it to ``output_path`` (creating its folder) and print what was written.
+
+    Returns:
+        the exit status: 0, or 2 (with the reason on stderr) for an input that cannot be read or
+        is not a checkpoint ``convert`` understands (:class:`UnsupportedCheckpointError`).
+    """
+    try:
+        checkpoint = torch.load(input_path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as e:
+        print(f"error: cannot read {input_path}: {e}", file=sys.stderr)
+        return 2
+    try:
+        description, converted = convert(extract_state_dict(checkpoint), input_path)
+    except UnsupportedCheckpointError as e:
+        print(f"error: {input_path} cannot be converted: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+    torch.save(converted, output_path)
+    tensors, params = summarize(converted["model"])
+    print(f"wrote {output_path}: {description}, {tensors} tensors, {params / 1e6:.2f}M values")
+    return 0

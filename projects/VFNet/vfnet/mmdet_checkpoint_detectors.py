@@ -45,6 +45,19 @@ DENSE_DETECTORS = {
 }
 
 _P = r"(weight|bias)"
+_TOWER = {"cls": "cls_subnet", "reg": "bbox_subnet"}
+_PTS_TOWER = {"cls": "cls_subnet", "reg": "pts_subnet"}
+
+
+def _tower_rules(towers: Mapping[str, str]):
+    """The renames of the convs (and GroupNorms) of MMDetection's ``bbox_head.{cls,reg}_convs.{i}``
+    to ``head.<towers[cls or reg]>.{i}`` (and ``.norm``)."""
+    return [
+        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.{_P}$", lambda m: f"head.{towers[m[1]]}.{m[2]}.{m[3]}"),
+        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.{_P}$", lambda m: f"head.{towers[m[1]]}.{m[2]}.norm.{m[3]}"),
+    ]
+
+
 _HEAD_RULES = {
     "retinanet": [
         (rf"^bbox_head\.cls_convs\.(\d+)\.conv\.{_P}$", lambda m: f"head.cls_subnet.{2 * int(m[1])}.{m[2]}"),
@@ -53,22 +66,19 @@ _HEAD_RULES = {
         (rf"^bbox_head\.retina_reg\.{_P}$", lambda m: f"head.bbox_pred.{m[1]}"),
     ],
     "atss": [
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.{_P}$", lambda m: f"head.{_TOWER[m[1]]}.{m[2]}.{m[3]}"),
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.{_P}$", lambda m: f"head.{_TOWER[m[1]]}.{m[2]}.norm.{m[3]}"),
+        *_tower_rules(_TOWER),
         (rf"^bbox_head\.atss_cls\.{_P}$", lambda m: f"head.cls_score.{m[1]}"),
         (rf"^bbox_head\.atss_reg\.{_P}$", lambda m: f"head.bbox_pred.{m[1]}"),
         (rf"^bbox_head\.atss_centerness\.{_P}$", lambda m: f"head.centerness.{m[1]}"),
         (r"^bbox_head\.scales\.(\d+)\.scale$", lambda m: f"head.scales.{m[1]}.scale"),
     ],
     "fovea": [
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.{_P}$", lambda m: f"head.{_TOWER[m[1]]}.{m[2]}.{m[3]}"),
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.{_P}$", lambda m: f"head.{_TOWER[m[1]]}.{m[2]}.norm.{m[3]}"),
+        *_tower_rules(_TOWER),
         (rf"^bbox_head\.conv_cls\.{_P}$", lambda m: f"head.cls_score.{m[1]}"),
         (rf"^bbox_head\.conv_reg\.{_P}$", lambda m: f"head.bbox_pred.{m[1]}"),
     ],
     "reppoints": [
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.{_P}$", lambda m: f"head.{_PTS_TOWER[m[1]]}.{m[2]}.{m[3]}"),
-        (rf"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.{_P}$", lambda m: f"head.{_PTS_TOWER[m[1]]}.{m[2]}.norm.{m[3]}"),
+        *_tower_rules(_PTS_TOWER),
         (r"^bbox_head\.reppoints_cls_conv\.weight$", lambda m: "head.cls_dconv.weight"),
         (rf"^bbox_head\.reppoints_cls_out\.{_P}$", lambda m: f"head.cls_score.{m[1]}"),
         (rf"^bbox_head\.reppoints_pts_init_conv\.{_P}$", lambda m: f"head.pts_init_conv.{m[1]}"),
@@ -78,8 +88,6 @@ _HEAD_RULES = {
         (r"^bbox_head\.moment_transfer$", lambda m: "head.moment_transfer"),
     ],
 }
-_TOWER = {"cls": "cls_subnet", "reg": "bbox_subnet"}
-_PTS_TOWER = {"cls": "cls_subnet", "reg": "pts_subnet"}
 _NECK_RULE = re.compile(rf"^neck\.(lateral|fpn)_convs\.(\d+)\.(conv|gn)\.{_P}$")
 
 

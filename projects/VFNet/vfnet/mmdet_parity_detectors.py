@@ -99,6 +99,16 @@ def _common_kwargs(model_cfg: Mapping, meta: Mapping) -> dict:
     )
 
 
+def _anchor_generator(anchor_cfg: Mapping) -> MMDetAnchorGenerator:
+    """The anchors of an MMDetection ``AnchorGenerator`` config (strides, ratios, octave scales)."""
+    return MMDetAnchorGenerator(
+        strides=anchor_cfg["strides"],
+        ratios=anchor_cfg["ratios"],
+        octave_base_scale=anchor_cfg["octave_base_scale"],
+        scales_per_octave=anchor_cfg["scales_per_octave"],
+    )
+
+
 def _retinanet(model_cfg: Mapping, meta: Mapping) -> RetinaNetVFL:
     h = model_cfg["bbox_head"]
     ag = h["anchor_generator"]
@@ -115,12 +125,7 @@ def _retinanet(model_cfg: Mapping, meta: Mapping) -> RetinaNetVFL:
             conv_dims=[h.get("feat_channels", 256)] * h.get("stacked_convs", 4),
         ),
         head_in_features=IN_FEATURES,
-        anchor_generator=MMDetAnchorGenerator(
-            strides=ag["strides"],
-            ratios=ag["ratios"],
-            octave_base_scale=ag["octave_base_scale"],
-            scales_per_octave=ag["scales_per_octave"],
-        ),
+        anchor_generator=_anchor_generator(ag),
         box2box_transform=MMDetBox2BoxTransform(weights=[1.0 / s for s in stds]),
         anchor_matcher=MaxIoUMatcher(assigner["pos_iou_thr"], assigner["neg_iou_thr"], assigner["min_pos_iou"]),
         num_classes=h["num_classes"],
@@ -162,12 +167,7 @@ def _atss(model_cfg: Mapping, meta: Mapping) -> ATSS:
             norm=_norm({"norm_cfg": h.get("norm_cfg", {"type": "GN", "num_groups": 32})}),
         ),
         head_in_features=IN_FEATURES,
-        anchor_generator=MMDetAnchorGenerator(
-            strides=ag["strides"],
-            ratios=ag["ratios"],
-            octave_base_scale=ag["octave_base_scale"],
-            scales_per_octave=ag["scales_per_octave"],
-        ),
+        anchor_generator=_anchor_generator(ag),
         box2box_transform=MMDetBox2BoxTransform(weights=[1.0 / s for s in stds]),
         assigner=ATSSAssigner(topk=model_cfg["train_cfg"]["assigner"].get("topk", 9)),
         num_classes=h["num_classes"],

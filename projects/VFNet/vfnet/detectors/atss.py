@@ -1,52 +1,26 @@
 """ATSS (Zhang et al., CVPR 2020) as MMDetection's ``ATSSHead`` computes it, with ``use_vfl``."""
-import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, cat, get_norm
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
-from fvcore.nn import giou_loss, sigmoid_focal_loss
+from fvcore.nn import giou_loss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..assigners import ATSSAssigner
+from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..layers import Scale
-from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
-from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, valid_flags
+from ..vfl import NORMALIZER_EPS
+from .base import VFLDenseDetector
+from .common import MMDetAnchorGenerator, MMDetBox2BoxTransform, classwise_nms, mean_over_workers, positives_per_image_normalizer, select_topk_candidates, batch_valid_flags
 
 __all__ = ["ATSS", "ATSSHead", "atss_centerness"]
-
-
-def tower(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.ModuleList:
-    """``num_convs`` x (3x3 conv, norm, ReLU); the convs have a bias only without a norm."""
-    return nn.ModuleList(
-        Conv2d(
-            in_channels if i == 0 else channels,
-            channels,
-            kernel_size=3,
-            padding=1,
-            bias=not norm,
-            norm=get_norm(norm, channels),
-            activation=F.relu,
-        )
-        for i in range(num_convs)
-    )
-
-
-def init_dense_head(head: nn.Module, classifier: nn.Conv2d, prior_prob: float) -> None:
-    """Every conv N(0, 0.01) with zero bias, the classifier's bias set for ``prior_prob``."""
-    for module in head.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.normal_(module.weight, mean=0.0, std=0.01)
-            if module.bias is not None:
-                nn.init.constant_(module.bias, 0.0)
-    nn.init.constant_(classifier.bias, -math.log((1 - prior_prob) / prior_prob))
 
 
 class ATSSHead(nn.Module):
@@ -69,13 +43,10 @@ class ATSSHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"ATSSHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "ATSSHead")
         self.num_classes = num_classes
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.bbox_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_score = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
         self.centerness = nn.Conv2d(feat_channels, num_anchors, 3, padding=1)
@@ -106,11 +77,7 @@ class ATSSHead(nn.Module):
             raise ValueError(f"ATSSHead: got {len(features)} feature levels, built for {len(self.scales)}")
         logits, deltas, centerness = [], [], []
         for level, x in enumerate(features):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
+            cls_feat, reg_feat = self.cls_subnet(x), self.bbox_subnet(x)
             logits.append(self.cls_score(cls_feat))
             deltas.append(self.scales[level](self.bbox_pred(reg_feat)).float())
             centerness.append(self.centerness(reg_feat))
@@ -132,7 +99,7 @@ def atss_centerness(centers: Tensor, gt_boxes: Tensor) -> Tensor:
 
 
 @META_ARCH_REGISTRY.register()
-class ATSS(DenseDetector):
+class ATSS(VFLDenseDetector):
     """
     ATSS as MMDetection's ``ATSSHead`` trains and tests it: anchors assigned by
     :class:`~vfnet.assigners.ATSSAssigner`; focal loss on the valid anchors over the positives
@@ -152,52 +119,29 @@ class ATSS(DenseDetector):
     def __init__(
         self,
         *,
-        backbone: Backbone,
         head: ATSSHead,
-        head_in_features: List[str],
         anchor_generator: DefaultAnchorGenerator,
         box2box_transform: Box2BoxTransform,
         assigner: ATSSAssigner,
-        num_classes: int,
-        use_vfl: bool = True,
-        vfl_alpha: float = 0.75,
-        vfl_gamma: float = 2.0,
-        vfl_iou_weighted: bool = True,
-        focal_loss_alpha: float = 0.25,
-        focal_loss_gamma: float = 2.0,
         loss_bbox_weight: float = 2.0,
         loss_centerness_weight: float = 1.0,
-        test_score_thresh: float = 0.05,
-        test_topk_candidates: int = 1000,
-        test_nms_thresh: float = 0.6,
-        max_detections_per_image: int = 100,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        input_format: str = "RGB",
-        fused_ops: bool = True,
+        **kwargs,
     ):
         """
         Args:
-            backbone, head, head_in_features: as :class:`DenseDetector`.
+            head: the :class:`ATSSHead`.
             anchor_generator: the anchors (MMDetection's: one square of side 8 x stride per
                 location, centred on (x * s, y * s)); their number per location must match the
                 head's.
             box2box_transform: anchor deltas to boxes (weights (10, 10, 5, 5): the reference's
                 target stds (0.1, 0.1, 0.2, 0.2)).
             assigner: :class:`~vfnet.assigners.ATSSAssigner`.
-            num_classes: number of foreground classes.
-            use_vfl, vfl_alpha, vfl_gamma, vfl_iou_weighted: the Varifocal Loss on IoU targets
-                instead of the focal loss (``focal_loss_alpha``, ``focal_loss_gamma``).
             loss_bbox_weight, loss_centerness_weight: loss weights.
-            test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
-                inference (per level: score threshold then top-k (anchor, class) pairs; class-wise
-                NMS).
-            pixel_mean, pixel_std, input_format: input normalisation and channel order.
-            fused_ops: the fused Varifocal Loss kernel.
+            kwargs: :class:`VFLDenseDetector`'s arguments (backbone, head_in_features,
+                num_classes, the VFL and focal loss options, inference (per level: score
+                threshold then top-k (anchor, class) pairs; class-wise NMS), input normalisation).
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        if head.num_classes != num_classes:
-            raise ValueError(f"ATSS: head predicts {head.num_classes} classes but num_classes={num_classes}")
+        super().__init__(head=head, **kwargs)
         if len(set(anchor_generator.num_cell_anchors)) != 1 or head.centerness.out_channels != anchor_generator.num_cell_anchors[0]:
             raise ValueError(
                 f"ATSS: the head predicts {head.centerness.out_channels} anchors per location, the anchor "
@@ -206,57 +150,24 @@ class ATSS(DenseDetector):
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.assigner = assigner
-        self.num_classes = num_classes
-        self.use_vfl = use_vfl
-        self.vfl_alpha = vfl_alpha
-        self.vfl_gamma = vfl_gamma
-        self.vfl_iou_weighted = vfl_iou_weighted
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
         self.loss_bbox_weight = loss_bbox_weight
         self.loss_centerness_weight = loss_centerness_weight
-        self.test_score_thresh = test_score_thresh
-        self.test_topk_candidates = test_topk_candidates
-        self.test_nms_thresh = test_nms_thresh
-        self.max_detections_per_image = max_detections_per_image
-        self.input_format = input_format
-        self.fused_ops = fused_ops
 
     @classmethod
     def from_config(cls, cfg):
         a = cfg.MODEL.ATSS
-        backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
-        missing = [f for f in a.IN_FEATURES if f not in shapes]
-        if missing:
-            raise ValueError(f"MODEL.ATSS.IN_FEATURES names {missing}, which the backbone does not output ({sorted(shapes)})")
-        feature_shapes = [shapes[f] for f in a.IN_FEATURES]
+        backbone, feature_shapes = cls.backbone_and_feature_shapes(cfg, "ATSS")
         return {
+            **cls.shared_options_from_config(cfg, a),
             "backbone": backbone,
             "head": ATSSHead(cfg, feature_shapes),
-            "head_in_features": list(a.IN_FEATURES),
             "anchor_generator": MMDetAnchorGenerator(
                 strides=[s.stride for s in feature_shapes], ratios=[1.0], octave_base_scale=a.ANCHOR_SCALE, scales_per_octave=1
             ),
             "box2box_transform": MMDetBox2BoxTransform(weights=a.BBOX_REG_WEIGHTS),
             "assigner": ATSSAssigner(topk=a.TOPK),
-            "num_classes": a.NUM_CLASSES,
-            "use_vfl": a.USE_VFL,
-            "vfl_alpha": a.VFL_ALPHA,
-            "vfl_gamma": a.VFL_GAMMA,
-            "vfl_iou_weighted": a.VFL_IOU_WEIGHTED,
-            "focal_loss_alpha": a.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": a.FOCAL_LOSS_GAMMA,
             "loss_bbox_weight": a.LOSS_BBOX_WEIGHT,
             "loss_centerness_weight": a.LOSS_CENTERNESS_WEIGHT,
-            "test_score_thresh": a.SCORE_THRESH_TEST,
-            "test_topk_candidates": a.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": a.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
-            "fused_ops": a.FUSED_OPS,
         }
 
     # ------------------------------------------------------------------ training
@@ -264,14 +175,7 @@ class ATSS(DenseDetector):
     def forward_training(self, images: ImageList, features, predictions, gt_instances: List[Instances]):
         logits, deltas, centerness = self._transpose_dense_predictions(predictions, [self.num_classes, 4, 1])
         anchors = self.anchor_generator(features)
-        valid = valid_flags(
-            [f.shape[-2:] for f in features],
-            self.anchor_generator.strides,
-            images.image_sizes,
-            self.backbone.size_divisibility,
-            num_anchors=self.anchor_generator.num_cell_anchors[0],
-            device=features[0].device,
-        )
+        valid = batch_valid_flags(features, images.image_sizes, self.anchor_generator, self.backbone.size_divisibility)
         gt_labels, gt_boxes = self.label_anchors(anchors, valid, gt_instances)
         return self.losses(anchors, valid, logits, deltas, centerness, gt_labels, gt_boxes)
 
@@ -337,32 +241,15 @@ class ATSS(DenseDetector):
             loss_centerness = centerness.sum() * 0.0
 
         flat_logits = logits.reshape(-1, self.num_classes)
+        pos_rows = pos_images * anchors.shape[0] + pos_anchors
+        pos_classes = gt_labels[pos_images, pos_anchors]
         if self.use_vfl:
-            targets = iou_aware_targets(
-                flat_logits,
-                pos_images * anchors.shape[0] + pos_anchors,
-                gt_labels[pos_images, pos_anchors],
-                pos_boxes,
-                pos_targets,
-                min_iou=1e-6,
-            )
-            loss_cls = varifocal_classification_loss(
-                flat_logits,
-                targets,
-                normalizer,
-                alpha=self.vfl_alpha,
-                gamma=self.vfl_gamma,
-                iou_weighted=self.vfl_iou_weighted,
-                fused=self.fused_ops,
+            loss_cls = self.iou_aware_classification_loss(
+                flat_logits, pos_rows, pos_classes, pos_boxes, pos_targets, normalizer, min_iou=1e-6
             )
         else:
-            one_hot = torch.zeros_like(logits, dtype=torch.float32)
-            one_hot[pos_images, pos_anchors, gt_labels[pos_images, pos_anchors]] = 1.0
-            weights = torch.stack([cat(v) for v in valid]).to(torch.float32)  # (N, R)
-            loss_cls = sigmoid_focal_loss(
-                logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none"
-            )
-            loss_cls = (loss_cls * weights[..., None]).sum() / (normalizer + NORMALIZER_EPS)
+            weights = torch.stack([cat(v) for v in valid]).to(torch.float32).reshape(-1)  # (N * R,)
+            loss_cls = self.hard_label_classification_loss(flat_logits, pos_rows, pos_classes, normalizer, weights=weights)
         return {
             "loss_cls": loss_cls,
             "loss_bbox": self.loss_bbox_weight * loss_bbox,

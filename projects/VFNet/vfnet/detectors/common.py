@@ -23,6 +23,7 @@ __all__ = [
     "MMDetBox2BoxTransform",
     "ExtraLevels",
     "valid_flags",
+    "batch_valid_flags",
     "mean_over_workers",
     "positives_per_image_normalizer",
     "select_topk_candidates",
@@ -180,6 +181,24 @@ def valid_flags(
             per_level.append(cells.repeat_interleave(num_anchors))
         flags.append(per_level)
     return flags
+
+
+def batch_valid_flags(features: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]], anchor_generator, size_divisibility: int) -> List[List[Tensor]]:
+    """
+    :func:`valid_flags` of a batch: the levels' sizes from the (N, C, H_l, W_l) ``features``, the
+    strides and anchors per location (the same on every level) from ``anchor_generator``.
+
+    Returns:
+        per image, per level, a bool tensor (H_l * W_l * anchors per location,).
+    """
+    return valid_flags(
+        [f.shape[-2:] for f in features],
+        anchor_generator.strides,
+        image_sizes,
+        size_divisibility,
+        num_anchors=anchor_generator.num_cell_anchors[0],
+        device=features[0].device,
+    )
 
 
 def mean_over_workers(value: Tensor) -> Tensor:

@@ -4,17 +4,17 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
-from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
+from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 
-from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
+from ..head_parts import conv_tower, init_dense_head, input_channels
+from ..vfl import NORMALIZER_EPS
 from .assigners import FoveaAssigner
-from .atss import init_dense_head, tower
+from .base import VFLDenseDetector
 from .common import classwise_nms, select_topk_candidates
 
 __all__ = ["FoveaBox", "FoveaHead", "fovea_decode"]
@@ -36,13 +36,10 @@ class FoveaHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"FoveaHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "FoveaHead")
         self.num_classes = num_classes
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.bbox_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_score = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(feat_channels, 4, 3, padding=1)
         init_dense_head(self, self.cls_score, prior_prob)
@@ -68,13 +65,8 @@ class FoveaHead(nn.Module):
         """
         logits, boxes = [], []
         for x in features:
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
-            logits.append(self.cls_score(cls_feat))
-            boxes.append(self.bbox_pred(reg_feat))
+            logits.append(self.cls_score(self.cls_subnet(x)))
+            boxes.append(self.bbox_pred(self.bbox_subnet(x)))
         return logits, boxes
 
 
@@ -101,7 +93,7 @@ def fovea_decode(points: Tensor, log_distances: Tensor, base_edge, max_shape: Tu
 
 
 @META_ARCH_REGISTRY.register()
-class FoveaBox(DenseDetector):
+class FoveaBox(VFLDenseDetector):
     """
     FoveaBox as MMDetection's ``FoveaHead`` trains and tests it: a ground truth is learnt on the
     levels whose scale range holds its scale, at the cells of its fovea (:class:`FoveaAssigner`);
@@ -121,48 +113,32 @@ class FoveaBox(DenseDetector):
     def __init__(
         self,
         *,
-        backbone,
-        head: FoveaHead,
-        head_in_features: List[str],
         point_generator: DefaultAnchorGenerator,
         assigner: FoveaAssigner,
         base_edges: Sequence[float] = (16, 32, 64, 128, 256),
-        num_classes: int,
-        use_vfl: bool = True,
-        vfl_alpha: float = 0.75,
-        vfl_gamma: float = 2.0,
-        vfl_iou_weighted: bool = True,
         focal_loss_alpha: float = 0.4,
         focal_loss_gamma: float = 1.5,
         smooth_l1_beta: float = 0.11,
         loss_bbox_weight: float = 1.0,
-        test_score_thresh: float = 0.05,
-        test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.5,
-        max_detections_per_image: int = 100,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        input_format: str = "RGB",
-        fused_ops: bool = True,
+        **kwargs,
     ):
         """
         Args:
-            backbone, head, head_in_features: as :class:`DenseDetector`.
             point_generator: one anchor per location whose centres are the points, at the cell
                 centres ((x + 0.5) * s, (y + 0.5) * s): ``DefaultAnchorGenerator(sizes=[[s]],
                 aspect_ratios=[1.0], strides, offset=0.5)``.
             assigner: :class:`FoveaAssigner` (its scale ranges, one per level).
             base_edges: per level, the edge the predicted distances are in units of.
-            num_classes: number of foreground classes.
-            use_vfl, vfl_alpha, vfl_gamma, vfl_iou_weighted: Varifocal Loss on IoU targets instead
-                of the focal loss (``focal_loss_alpha``, ``focal_loss_gamma``).
+            focal_loss_alpha, focal_loss_gamma: the focal loss of ``use_vfl=False``.
             smooth_l1_beta, loss_bbox_weight: the box loss.
-            test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
-                inference.
-            pixel_mean, pixel_std, input_format: input normalisation and channel order.
-            fused_ops: the fused Varifocal Loss kernel.
+            test_nms_thresh: IoU threshold of the class-wise NMS.
+            kwargs: :class:`VFLDenseDetector`'s other arguments (backbone, the :class:`FoveaHead`,
+                head_in_features, num_classes, the VFL options, inference, input normalisation).
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        super().__init__(
+            focal_loss_alpha=focal_loss_alpha, focal_loss_gamma=focal_loss_gamma, test_nms_thresh=test_nms_thresh, **kwargs
+        )
         num_levels = len(point_generator.strides)
         if not (len(base_edges) == len(assigner.scale_ranges) == num_levels):
             raise ValueError(
@@ -170,61 +146,26 @@ class FoveaBox(DenseDetector):
             )
         if point_generator.num_cell_anchors != [1] * num_levels:
             raise ValueError("FoveaBox: the point generator must place one point per location")
-        if head.num_classes != num_classes:
-            raise ValueError(f"FoveaBox: head predicts {head.num_classes} classes but num_classes={num_classes}")
         self.point_generator = point_generator
         self.assigner = assigner
         self.base_edges = [float(b) for b in base_edges]
-        self.num_classes = num_classes
-        self.use_vfl = use_vfl
-        self.vfl_alpha = vfl_alpha
-        self.vfl_gamma = vfl_gamma
-        self.vfl_iou_weighted = vfl_iou_weighted
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_bbox_weight = loss_bbox_weight
-        self.test_score_thresh = test_score_thresh
-        self.test_topk_candidates = test_topk_candidates
-        self.test_nms_thresh = test_nms_thresh
-        self.max_detections_per_image = max_detections_per_image
-        self.input_format = input_format
-        self.fused_ops = fused_ops
 
     @classmethod
     def from_config(cls, cfg):
         f = cfg.MODEL.FOVEA
-        backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
-        missing = [name for name in f.IN_FEATURES if name not in shapes]
-        if missing:
-            raise ValueError(f"MODEL.FOVEA.IN_FEATURES names {missing}, which the backbone does not output ({sorted(shapes)})")
-        feature_shapes = [shapes[name] for name in f.IN_FEATURES]
+        backbone, feature_shapes = cls.backbone_and_feature_shapes(cfg, "FOVEA")
         strides = [s.stride for s in feature_shapes]
         return {
+            **cls.shared_options_from_config(cfg, f),
             "backbone": backbone,
             "head": FoveaHead(cfg, feature_shapes),
-            "head_in_features": list(f.IN_FEATURES),
             "point_generator": DefaultAnchorGenerator(sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.5),
             "assigner": FoveaAssigner(scale_ranges=[tuple(r) for r in f.SCALE_RANGES], sigma=f.SIGMA),
             "base_edges": list(f.BASE_EDGES),
-            "num_classes": f.NUM_CLASSES,
-            "use_vfl": f.USE_VFL,
-            "vfl_alpha": f.VFL_ALPHA,
-            "vfl_gamma": f.VFL_GAMMA,
-            "vfl_iou_weighted": f.VFL_IOU_WEIGHTED,
-            "focal_loss_alpha": f.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": f.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": f.SMOOTH_L1_BETA,
             "loss_bbox_weight": f.LOSS_BBOX_WEIGHT,
-            "test_score_thresh": f.SCORE_THRESH_TEST,
-            "test_topk_candidates": f.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": f.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
-            "fused_ops": f.FUSED_OPS,
         }
 
     def _points(self, features: List[Tensor]) -> List[Tensor]:
@@ -290,26 +231,15 @@ class FoveaBox(DenseDetector):
             loss_bbox = log_distances.sum() * 0.0
 
         flat_logits = logits.reshape(-1, self.num_classes)
+        pos_rows = pos_images * len(points) + pos_points
+        pos_classes = labels[pos_images, pos_points]
         if self.use_vfl:
             pred_boxes = fovea_decode(pos_xy, pred.detach(), pos_base[:, 0], image_sizes[0])
-            cls_targets = iou_aware_targets(
-                flat_logits, pos_images * len(points) + pos_points, labels[pos_images, pos_points], pred_boxes, pos_gt, min_iou=1e-6
-            )
-            loss_cls = varifocal_classification_loss(
-                flat_logits,
-                cls_targets,
-                cls_normalizer,
-                alpha=self.vfl_alpha,
-                gamma=self.vfl_gamma,
-                iou_weighted=self.vfl_iou_weighted,
-                fused=self.fused_ops,
+            loss_cls = self.iou_aware_classification_loss(
+                flat_logits, pos_rows, pos_classes, pred_boxes, pos_gt, cls_normalizer, min_iou=1e-6
             )
         else:
-            one_hot = torch.zeros_like(flat_logits, dtype=torch.float32)
-            one_hot[pos_images * len(points) + pos_points, labels[pos_images, pos_points]] = 1.0
-            loss_cls = sigmoid_focal_loss(
-                flat_logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="sum"
-            ) / (cls_normalizer + NORMALIZER_EPS)
+            loss_cls = self.hard_label_classification_loss(flat_logits, pos_rows, pos_classes, cls_normalizer)
         return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox_weight * loss_bbox}
 
     # ------------------------------------------------------------------ inference

@@ -1,25 +1,25 @@
 """RepPoints (Yang et al., ICCV 2019), moment transform, as MMDetection's ``RepPointsHead``, with ``use_vfl``."""
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
-from fvcore.nn import sigmoid_focal_loss, smooth_l1_loss
+from fvcore.nn import smooth_l1_loss
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
+from ..head_parts import conv_tower, init_dense_head, input_channels
 from ..layers import _deform_conv_dtype
-from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
+from ..vfl import NORMALIZER_EPS
 from .assigners import MaxIoUMatcher, PointAssigner
-from .atss import init_dense_head, tower
-from .common import classwise_nms, positives_per_image_normalizer, select_topk_candidates, valid_flags
+from .base import VFLDenseDetector
+from .common import classwise_nms, positives_per_image_normalizer, select_topk_candidates, batch_valid_flags
 
 __all__ = ["RepPoints", "RepPointsHead", "DeformConv2d", "moment_boxes"]
 
@@ -91,19 +91,16 @@ class RepPointsHead(nn.Module):
         prior_prob: float = 0.01,
     ):
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"RepPointsHead: all input levels must have the same channels, got {in_channels}")
+        in_channels = input_channels(input_shape, "RepPointsHead")
         kernel = int(math.isqrt(num_points))
         if kernel * kernel != num_points or kernel % 2 == 0:
             raise ValueError(f"RepPointsHead: num_points must be an odd square, got {num_points}")
-        in_channels = in_channels.pop()
         self.num_classes = num_classes
         self.num_points = num_points
         self.gradient_mul = gradient_mul
         self.moment_mul = moment_mul
-        self.cls_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
-        self.pts_subnet = tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.pts_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_dconv = DeformConv2d(feat_channels, point_feat_channels, kernel)
         self.cls_score = nn.Conv2d(point_feat_channels, num_classes, 1)
         self.pts_init_conv = nn.Conv2d(feat_channels, point_feat_channels, 3, padding=1)
@@ -142,11 +139,7 @@ class RepPointsHead(nn.Module):
         """
         logits, pts_init, pts_refine = [], [], []
         for x in features:
-            cls_feat, pts_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.pts_subnet:
-                pts_feat = layer(pts_feat)
+            cls_feat, pts_feat = self.cls_subnet(x), self.pts_subnet(x)
             init = self.pts_init_out(F.relu(self.pts_init_conv(pts_feat)))
             g = self.gradient_mul
             offset = (1 - g) * init.detach() + g * init - self.dcn_base_offset.to(init.dtype)
@@ -162,7 +155,7 @@ class RepPointsHead(nn.Module):
 
 
 @META_ARCH_REGISTRY.register()
-class RepPoints(DenseDetector):
+class RepPoints(VFLDenseDetector):
     """
     RepPoints as MMDetection's ``RepPointsHead`` trains and tests it (moment transform, center
     init). Two assignments per image: the initial points' boxes learn the ground truth of the
@@ -185,112 +178,57 @@ class RepPoints(DenseDetector):
     def __init__(
         self,
         *,
-        backbone,
-        head: RepPointsHead,
-        head_in_features: List[str],
         point_generator: DefaultAnchorGenerator,
         init_assigner: PointAssigner,
         refine_matcher: MaxIoUMatcher,
-        num_classes: int,
         point_base_scale: float = 4,
-        use_vfl: bool = True,
-        vfl_alpha: float = 0.75,
-        vfl_gamma: float = 2.0,
-        vfl_iou_weighted: bool = True,
-        focal_loss_alpha: float = 0.25,
-        focal_loss_gamma: float = 2.0,
         smooth_l1_beta: float = 0.11,
         loss_pts_init_weight: float = 0.5,
         loss_pts_refine_weight: float = 1.0,
-        test_score_thresh: float = 0.05,
-        test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.5,
-        max_detections_per_image: int = 100,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
-        input_format: str = "RGB",
-        fused_ops: bool = True,
+        **kwargs,
     ):
         """
         Args:
-            backbone, head, head_in_features: as :class:`DenseDetector`.
             point_generator: one anchor per location whose centres are the points (x * s, y * s):
                 ``DefaultAnchorGenerator(sizes=[[s]], aspect_ratios=[1.0], strides, offset=0.0)``.
             init_assigner: :class:`PointAssigner` of the first stage.
             refine_matcher: :class:`MaxIoUMatcher` of the second stage.
-            num_classes: number of foreground classes.
             point_base_scale: the box losses divide boxes by ``point_base_scale`` x stride.
-            use_vfl, vfl_alpha, vfl_gamma, vfl_iou_weighted: the Varifocal Loss on IoU targets
-                instead of the focal loss (``focal_loss_alpha``, ``focal_loss_gamma``).
             smooth_l1_beta, loss_pts_init_weight, loss_pts_refine_weight: the box losses.
-            test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
-                inference.
-            pixel_mean, pixel_std, input_format: input normalisation and channel order.
-            fused_ops: the fused Varifocal Loss kernel.
+            test_nms_thresh: IoU threshold of the class-wise NMS.
+            kwargs: :class:`VFLDenseDetector`'s other arguments (backbone, the
+                :class:`RepPointsHead`, head_in_features, num_classes, the VFL and focal loss
+                options, inference, input normalisation).
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        super().__init__(test_nms_thresh=test_nms_thresh, **kwargs)
         if point_generator.num_cell_anchors != [1] * len(point_generator.strides):
             raise ValueError("RepPoints: the point generator must place one point per location")
-        if head.num_classes != num_classes:
-            raise ValueError(f"RepPoints: head predicts {head.num_classes} classes but num_classes={num_classes}")
         self.point_generator = point_generator
         self.init_assigner = init_assigner
         self.refine_matcher = refine_matcher
-        self.num_classes = num_classes
         self.point_base_scale = point_base_scale
-        self.use_vfl = use_vfl
-        self.vfl_alpha = vfl_alpha
-        self.vfl_gamma = vfl_gamma
-        self.vfl_iou_weighted = vfl_iou_weighted
-        self.focal_loss_alpha = focal_loss_alpha
-        self.focal_loss_gamma = focal_loss_gamma
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_pts_init_weight = loss_pts_init_weight
         self.loss_pts_refine_weight = loss_pts_refine_weight
-        self.test_score_thresh = test_score_thresh
-        self.test_topk_candidates = test_topk_candidates
-        self.test_nms_thresh = test_nms_thresh
-        self.max_detections_per_image = max_detections_per_image
-        self.input_format = input_format
-        self.fused_ops = fused_ops
 
     @classmethod
     def from_config(cls, cfg):
         r = cfg.MODEL.REPPOINTS
-        backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
-        missing = [f for f in r.IN_FEATURES if f not in shapes]
-        if missing:
-            raise ValueError(f"MODEL.REPPOINTS.IN_FEATURES names {missing}, which the backbone does not output ({sorted(shapes)})")
-        feature_shapes = [shapes[f] for f in r.IN_FEATURES]
+        backbone, feature_shapes = cls.backbone_and_feature_shapes(cfg, "REPPOINTS")
         strides = [s.stride for s in feature_shapes]
         low, high = r.REFINE_IOU_THRESHOLDS
         return {
+            **cls.shared_options_from_config(cfg, r),
             "backbone": backbone,
             "head": RepPointsHead(cfg, feature_shapes),
-            "head_in_features": list(r.IN_FEATURES),
             "point_generator": DefaultAnchorGenerator(sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.0),
             "init_assigner": PointAssigner(scale=r.POINT_BASE_SCALE, pos_num=1),
             "refine_matcher": MaxIoUMatcher(pos_iou_thr=high, neg_iou_thr=low, min_pos_iou=0.0),
-            "num_classes": r.NUM_CLASSES,
             "point_base_scale": r.POINT_BASE_SCALE,
-            "use_vfl": r.USE_VFL,
-            "vfl_alpha": r.VFL_ALPHA,
-            "vfl_gamma": r.VFL_GAMMA,
-            "vfl_iou_weighted": r.VFL_IOU_WEIGHTED,
-            "focal_loss_alpha": r.FOCAL_LOSS_ALPHA,
-            "focal_loss_gamma": r.FOCAL_LOSS_GAMMA,
             "smooth_l1_beta": r.SMOOTH_L1_BETA,
             "loss_pts_init_weight": r.LOSS_PTS_INIT_WEIGHT,
             "loss_pts_refine_weight": r.LOSS_PTS_REFINE_WEIGHT,
-            "test_score_thresh": r.SCORE_THRESH_TEST,
-            "test_topk_candidates": r.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": r.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "input_format": cfg.INPUT.FORMAT,
-            "fused_ops": r.FUSED_OPS,
         }
 
     def _points(self, features: List[Tensor]) -> List[Tensor]:
@@ -306,9 +244,7 @@ class RepPoints(DenseDetector):
         stride_per_point = torch.cat([points[0].new_full((n,), float(s)) for n, s in zip(level_sizes, strides)])
         valid = [
             torch.cat(v)
-            for v in valid_flags(
-                [f.shape[-2:] for f in features], strides, images.image_sizes, self.backbone.size_divisibility, device=features[0].device
-            )
+            for v in batch_valid_flags(features, images.image_sizes, self.point_generator, self.backbone.size_divisibility)
         ]
         # boxes in pixels, per image (N, P, 4): the loss boxes of both stages, from absolute points
         # (x, y) = offset * stride + location; and the second stage's anchors, from the
@@ -420,32 +356,16 @@ class RepPoints(DenseDetector):
 
         weights = (labels >= 0).to(torch.float32).reshape(-1)  # ignored and invalid locations: 0
         flat_logits = logits.reshape(-1, self.num_classes)
-        num_locations = logits.shape[1]
+        pos_rows = pos_images * logits.shape[1] + pos_locations
+        pos_classes = labels[pos_images, pos_locations]
         if self.use_vfl:
-            targets = iou_aware_targets(
-                flat_logits,
-                pos_images * num_locations + pos_locations,
-                labels[pos_images, pos_locations],
-                pos_refine,
-                pos_gt,
-            )
-            loss_cls = varifocal_classification_loss(
-                flat_logits,
-                targets,
-                normalizer_refine,
-                weights=weights,
-                alpha=self.vfl_alpha,
-                gamma=self.vfl_gamma,
-                iou_weighted=self.vfl_iou_weighted,
-                fused=self.fused_ops,
+            loss_cls = self.iou_aware_classification_loss(
+                flat_logits, pos_rows, pos_classes, pos_refine, pos_gt, normalizer_refine, weights=weights
             )
         else:
-            one_hot = torch.zeros_like(flat_logits, dtype=torch.float32)
-            one_hot[pos_images * num_locations + pos_locations, labels[pos_images, pos_locations]] = 1.0
-            loss_cls = sigmoid_focal_loss(
-                flat_logits.float(), one_hot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma, reduction="none"
+            loss_cls = self.hard_label_classification_loss(
+                flat_logits, pos_rows, pos_classes, normalizer_refine, weights=weights
             )
-            loss_cls = (loss_cls * weights[:, None]).sum() / (normalizer_refine + NORMALIZER_EPS)
         return {
             "loss_cls": loss_cls,
             "loss_pts_init": self.loss_pts_init_weight * loss_init,

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 from .assigners import MaxIoUMatcher
-from .common import MMDetBox2BoxTransform, positives_per_image_normalizer, valid_flags
+from .common import MMDetBox2BoxTransform, positives_per_image_normalizer, batch_valid_flags
 
 __all__ = ["RetinaNetVFL"]
 
@@ -102,14 +102,7 @@ class RetinaNetVFL(RetinaNet):
         anchors = self.anchor_generator(features)
         valid = None
         if self.ignore_padding:
-            valid = valid_flags(
-                [f.shape[-2:] for f in features],
-                self.anchor_generator.strides,
-                images.image_sizes,
-                self.backbone.size_divisibility,
-                num_anchors=self.anchor_generator.num_cell_anchors[0],
-                device=features[0].device,
-            )
+            valid = batch_valid_flags(features, images.image_sizes, self.anchor_generator, self.backbone.size_divisibility)
             valid = [torch.cat(v) for v in valid]
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances, valid)
         return self.losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)

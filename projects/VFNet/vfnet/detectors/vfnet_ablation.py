@@ -12,13 +12,13 @@ The head returns its initial boxes twice, as ``(logits, boxes, boxes)``, so that
 "refined" boxes, here the initial ones. Configure VFNet with ``loss_bbox_init_weight=0`` and
 ``loss_bbox_refine_weight=2.0``: the raw head's one IoU-weighted GIoU loss, of weight 2.
 """
-import math
 from typing import List, Sequence, Tuple
 
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..head_parts import box_normalizers, conv_tower, damped_star_boxes, init_dense_head, input_channels, tower_conv
 from ..layers import Scale, StarDeformConv2d
 
 __all__ = ["VFNetAblationHead"]
@@ -65,53 +65,27 @@ class VFNetAblationHead(nn.Module):
             fused_ops: the fused star-shaped deformable conv (:func:`vfnet.ops.star_deform_conv`).
         """
         super().__init__()
-        in_channels = {s.channels for s in input_shape}
-        if len(in_channels) != 1:
-            raise ValueError(f"VFNetAblationHead: all input levels must have the same channels, got {in_channels}")
-        in_channels = in_channels.pop()
+        in_channels = input_channels(input_shape, "VFNetAblationHead")
         self.strides = [int(s.stride) for s in input_shape]
-        if bbox_norm_type == "reg_denom":
-            if len(reg_denoms) != len(input_shape):
-                raise ValueError(f"VFNetAblationHead: {len(reg_denoms)} reg_denoms for {len(input_shape)} levels")
-            self.box_normalizers = [float(d) for d in reg_denoms]
-        elif bbox_norm_type == "stride":
-            self.box_normalizers = [float(s) for s in self.strides]
-        else:
-            raise ValueError(f"VFNetAblationHead: bbox_norm_type must be 'reg_denom' or 'stride', got {bbox_norm_type!r}")
+        self.box_normalizers = box_normalizers(bbox_norm_type, reg_denoms, self.strides, "VFNetAblationHead")
         self.num_classes = num_classes
         self.star_features = star_features
         self.gradient_mul = gradient_mul
         self.fused_ops = fused_ops
 
-        def conv(channels_in: int) -> Conv2d:
-            return Conv2d(
-                channels_in,
-                feat_channels,
-                kernel_size=3,
-                padding=1,
-                bias=not norm,
-                norm=get_norm(norm, feat_channels),
-                activation=F.relu,
-            )
-
-        self.cls_subnet = nn.ModuleList(conv(in_channels if i == 0 else feat_channels) for i in range(stacked_convs))
-        self.bbox_subnet = nn.ModuleList(conv(in_channels if i == 0 else feat_channels) for i in range(stacked_convs))
-        self.bbox_init_conv = conv(feat_channels)
+        self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.bbox_init_conv = tower_conv(feat_channels, feat_channels, norm)
         self.bbox_init_pred = nn.Conv2d(feat_channels, 4, kernel_size=3, padding=1)
         self.bbox_init_scales = nn.ModuleList(Scale(1.0) for _ in input_shape)
         if star_features:
             self.cls_dconv = StarDeformConv2d(feat_channels, feat_channels, use_fused_op=fused_ops)
         else:
-            self.cls_conv = conv(feat_channels)
+            self.cls_conv = tower_conv(feat_channels, feat_channels, norm)
         self.cls_score = nn.Conv2d(feat_channels, num_classes, kernel_size=3, padding=1)
 
         # The reference's init_weights: every conv (and the star conv) N(0, 0.01), biases 0.
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, StarDeformConv2d)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.01)
-                if module.bias is not None:
-                    nn.init.constant_(module.bias, 0.0)
-        nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+        init_dense_head(self, self.cls_score, prior_prob, also=(StarDeformConv2d,))
 
     def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """
@@ -126,18 +100,13 @@ class VFNetAblationHead(nn.Module):
             raise ValueError(f"VFNetAblationHead: got {len(features)} feature levels, built for {len(self.strides)}")
         logits, boxes = [], []
         for level, x in enumerate(features):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_subnet:
-                cls_feat = layer(cls_feat)
-            for layer in self.bbox_subnet:
-                reg_feat = layer(reg_feat)
+            cls_feat, reg_feat = self.cls_subnet(x), self.bbox_subnet(x)
             box = self.bbox_init_scales[level](self.bbox_init_pred(self.bbox_init_conv(reg_feat))).float().exp()
             box = box * self.box_normalizers[level]
             if self.star_features:
-                g = self.gradient_mul
-                star_box = ((1 - g) * box.detach() + g * box) / self.strides[level]
-                if not self.fused_ops:
-                    star_box = star_box.to(cls_feat.dtype)
+                star_box = damped_star_boxes(
+                    box, self.strides[level], self.gradient_mul, None if self.fused_ops else cls_feat.dtype
+                )
                 cls_feat = F.relu(self.cls_dconv(cls_feat, star_box))
             else:
                 cls_feat = self.cls_conv(cls_feat)

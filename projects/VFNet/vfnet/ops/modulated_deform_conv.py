@@ -40,6 +40,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._checks import check_bias, check_device_of_x, check_dtype_of_x, check_features, check_grad_out
 from ._extension import HAS_C_EXTENSION, use_fused_kernels
 
 __all__ = ["modulated_deform_conv", "modulated_deform_conv_reference"]
@@ -79,12 +80,7 @@ def _check_inputs(
 ) -> Tuple[int, int]:
     """Same conditions and messages as check_modulated_deform_conv_inputs in csrc/vfnet_ops.cpp;
     returns the output size (Ho, Wo)."""
-    if x.dim() != 4:
-        raise RuntimeError(
-            f"{op}: expected x of shape (N, C, H, W), but got a {x.dim()}-D tensor of shape {list(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise RuntimeError(f"{op}: expected a floating-point x, but got dtype {x.dtype}")
+    check_features(op, x)
     if weight.dim() != 4:
         raise RuntimeError(
             f"{op}: expected weight of shape (O, C / groups, 3, 3), but got a {weight.dim()}-D tensor of "
@@ -102,13 +98,8 @@ def _check_inputs(
             f"{op}: expected weight of shape (O, C / groups, 3, 3) with groups dividing both C = {c} and "
             f"O, but got weight of shape {list(weight.shape)} for x of shape {list(x.shape)}"
         )
-    if weight.dtype != x.dtype:
-        raise RuntimeError(f"{op}: expected weight of the same dtype as x ({x.dtype}), but got {weight.dtype}")
-    if weight.device != x.device:
-        raise RuntimeError(
-            f"{op}: expected x and weight on the same device, but got x on {x.device} and weight on "
-            f"{weight.device}"
-        )
+    check_dtype_of_x(op, "weight", weight, x)
+    check_device_of_x(op, "weight", weight, x)
     _check_pair(stride, "stride", 1, op)
     _check_pair(padding, "padding", 0, op)
     _check_pair(dilation, "dilation", 1, op)
@@ -145,25 +136,9 @@ def _check_inputs(
         )
     if not mask.is_floating_point():
         raise RuntimeError(f"{op}: expected a floating-point mask, but got dtype {mask.dtype}")
-    for name, t in (("offset", offset), ("mask", mask)):
-        if t.device != x.device:
-            raise RuntimeError(
-                f"{op}: expected x and {name} on the same device, but got x on {x.device} and {name} on "
-                f"{t.device}"
-            )
-    if bias is not None:
-        if bias.dim() != 1 or bias.shape[0] != o:
-            raise RuntimeError(
-                f"{op}: expected bias of shape ({o},) for weight of shape {list(weight.shape)}, but got "
-                f"{list(bias.shape)}"
-            )
-        if bias.dtype != x.dtype:
-            raise RuntimeError(f"{op}: expected bias of the same dtype as x ({x.dtype}), but got {bias.dtype}")
-        if bias.device != x.device:
-            raise RuntimeError(
-                f"{op}: expected x and bias on the same device, but got x on {x.device} and bias on "
-                f"{bias.device}"
-            )
+    check_device_of_x(op, "offset", offset, x)
+    check_device_of_x(op, "mask", mask, x)
+    check_bias(op, bias, weight, x)
     return ho, wo
 
 
@@ -259,14 +234,7 @@ if HAS_C_EXTENSION:
     def _modulated_deform_conv_backward_fake(grad_out, x, offset, mask, weight, stride, padding, dilation):
         ho, wo = _check_inputs(x, offset, mask, weight, None, stride, padding, dilation, _BACKWARD_OP)
         n, o = x.shape[0], weight.shape[0]
-        if tuple(grad_out.shape) != (n, o, ho, wo):
-            raise RuntimeError(
-                f"{_BACKWARD_OP}: expected grad_out of shape ({n}, {o}, {ho}, {wo}), but got {list(grad_out.shape)}"
-            )
-        if grad_out.dtype != x.dtype:
-            raise RuntimeError(
-                f"{_BACKWARD_OP}: expected grad_out of the same dtype as x ({x.dtype}), but got {grad_out.dtype}"
-            )
+        check_grad_out(_BACKWARD_OP, grad_out, x, (n, o, ho, wo))
         return (
             x.new_empty(x.shape),
             offset.new_empty(offset.shape),

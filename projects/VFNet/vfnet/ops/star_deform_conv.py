@@ -36,6 +36,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._checks import check_bias, check_device_of_x, check_dtype_of_x, check_features, check_grad_out
 from ._extension import HAS_C_EXTENSION, use_fused_kernels
 from .star_offsets import star_offsets
 
@@ -46,12 +47,7 @@ _OP = "vfnet::star_deform_conv"
 
 def _check_inputs(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor], op: str = _OP) -> None:
     # Same conditions and messages as check_star_deform_conv_inputs in csrc/vfnet_ops.cpp.
-    if x.dim() != 4:
-        raise RuntimeError(
-            f"{op}: expected x of shape (N, C, H, W), but got a {x.dim()}-D tensor of shape {list(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise RuntimeError(f"{op}: expected a floating-point x, but got dtype {x.dtype}")
+    check_features(op, x)
     if ltrb.dim() != 4:
         raise RuntimeError(
             f"{op}: expected ltrb of shape (N, 4, H, W) (l, t, r, b), but got a {ltrb.dim()}-D tensor "
@@ -75,29 +71,10 @@ def _check_inputs(x: Tensor, ltrb: Tensor, weight: Tensor, bias: Optional[Tensor
             f"{op}: expected weight of shape (O, {c}, 3, 3) for x with {c} channels, but got "
             f"{list(weight.shape)}"
         )
-    if weight.dtype != x.dtype:
-        raise RuntimeError(
-            f"{op}: expected weight of the same dtype as x ({x.dtype}), but got {weight.dtype}"
-        )
-    for name, t in (("ltrb", ltrb), ("weight", weight)):
-        if t.device != x.device:
-            raise RuntimeError(
-                f"{op}: expected x and {name} on the same device, but got x on {x.device} and "
-                f"{name} on {t.device}"
-            )
-    if bias is not None:
-        if bias.dim() != 1 or bias.shape[0] != weight.shape[0]:
-            raise RuntimeError(
-                f"{op}: expected bias of shape ({weight.shape[0]},) for weight of shape "
-                f"{list(weight.shape)}, but got {list(bias.shape)}"
-            )
-        if bias.dtype != x.dtype:
-            raise RuntimeError(f"{op}: expected bias of the same dtype as x ({x.dtype}), but got {bias.dtype}")
-        if bias.device != x.device:
-            raise RuntimeError(
-                f"{op}: expected x and bias on the same device, but got x on {x.device} and bias on "
-                f"{bias.device}"
-            )
+    check_dtype_of_x(op, "weight", weight, x)
+    check_device_of_x(op, "ltrb", ltrb, x)
+    check_device_of_x(op, "weight", weight, x)
+    check_bias(op, bias, weight, x)
 
 
 def star_deform_conv_reference(
@@ -174,14 +151,7 @@ if HAS_C_EXTENSION:
         _check_inputs(x, ltrb, weight, None, op)
         n, _, h, w = x.shape
         o = weight.shape[0]
-        if tuple(grad_out.shape) != (n, o, h, w):
-            raise RuntimeError(
-                f"{op}: expected grad_out of shape ({n}, {o}, {h}, {w}), but got {list(grad_out.shape)}"
-            )
-        if grad_out.dtype != x.dtype:
-            raise RuntimeError(
-                f"{op}: expected grad_out of the same dtype as x ({x.dtype}), but got {grad_out.dtype}"
-            )
+        check_grad_out(op, grad_out, x, (n, o, h, w))
         return (
             x.new_empty(x.shape),
             ltrb.new_empty(ltrb.shape),
