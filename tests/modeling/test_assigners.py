@@ -206,9 +206,6 @@ class FCOSAssignerTest(unittest.TestCase):
             FCOSAssigner((8, 16), ((-1, 64),))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class _FixedMatches(LabelAssigner):
     """Returns the matches it was given for each successive image."""
@@ -237,3 +234,23 @@ class LabelImagesTest(unittest.TestCase):
         self.assertEqual(boxes[0].tolist(), [[4.0, 4.0, 20.0, 30.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 10.0, 10.0]])
         self.assertEqual(labels[1].tolist(), [5, 5, 5])
         self.assertEqual(boxes[1].tolist(), [[0.0] * 4] * 3)
+
+
+class AssignerDefaultsTest(unittest.TestCase):
+    def test_defaults_are_the_references(self):
+        # MMDetection's ATSSAssigner(topk=9); FCOS/VFNet head: regress ranges ((-1, 64), ..., (512, INF)),
+        # center_sampling=False, center_sample_radius=1.5 (SPEC.md; the reference's vfnet_head.py)
+        self.assertEqual(ATSSAssigner().topk, 9)
+        fcos = FCOSAssigner(strides=[8, 16, 32, 64, 128])
+        self.assertEqual(fcos.regress_ranges, [(-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, 1e8)])
+        self.assertFalse(fcos.center_sampling)
+        self.assertEqual(fcos.center_sample_radius, 1.5)
+
+    def test_atss_topk_must_be_positive(self):
+        self.assertEqual(ATSSAssigner(topk=1).topk, 1)  # the smallest valid top-k
+        with self.assertRaisesRegex(ValueError, "topk must be >= 1, got 0"):
+            ATSSAssigner(topk=0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -55,6 +55,18 @@ class VarifocalLossTest(unittest.TestCase):
         self.assertAlmostEqual(varifocal_loss(logits, targets, reduction="sum").item(), none.sum().item(), places=6)
         self.assertAlmostEqual(varifocal_loss(logits, targets, reduction="mean").item(), none.mean().item(), places=6)
         self.assertEqual(varifocal_loss(torch.zeros(0, 3), torch.zeros(0, 3), reduction="mean").item(), 0.0)
+        # element by element against the formula (positive: -q(q log p + (1-q) log(1-p)); negative:
+        # -0.75 p^2 log(1-p)), so that a loss reduced before the weighting cannot pass
+        expected = []
+        for logit, q in zip(logits.flatten().tolist(), targets.flatten().tolist()):
+            p = _sigmoid(logit)
+            if q > 0:
+                expected.append(-q * (q * math.log(p) + (1 - q) * math.log(1 - p)))
+            else:
+                expected.append(-0.75 * p**2 * math.log(1 - p))
+        torch.testing.assert_close(none.flatten(), torch.tensor(expected), rtol=1e-6, atol=1e-7)
+        one = varifocal_loss(torch.tensor([0.0]), torch.tensor([0.6]), reduction="mean")
+        self.assertAlmostEqual(one.item(), 0.6 * math.log(2.0), places=6)  # the mean of one element is itself
 
     def test_gradients(self):
         logits = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
