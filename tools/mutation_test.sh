@@ -3,7 +3,7 @@
 #
 #   tools/mutation_test.sh vfnet/losses.py tests/modeling/test_losses.py tests/modeling/test_loss_semantics.py
 #
-# mutmut wants the package at the top of the tree it runs in, so this copies vfnet/ and the given tests
+# mutmut wants the package at the top of the tree it runs in, so this copies vfnet/, configs/ and the given tests
 # into a scratch folder (MUTMUT_DIR, default /tmp/vfnet-mutmut) and runs `mutmut run` there, then lists
 # what was not killed (`mutmut show NAME` in that folder prints a mutant's diff). One OpenMP thread:
 # mutmut forks its workers, and a forked torch with a started thread pool hangs (counted as timeouts).
@@ -22,6 +22,7 @@ rm -rf "$WORK" && mkdir -p "$WORK/tests"
 cp -r "$ROOT/projects/VFNet/vfnet" "$WORK/vfnet"
 find "$WORK/vfnet" -name __pycache__ -prune -exec rm -rf {} +
 cp "$ROOT/tests/conftest.py" "$ROOT/tests/vfnet_test_utils.py" "$WORK/tests/"
+cp -r "$ROOT/configs" "$WORK/configs"  # tests load the configs relative to the repository root
 {
     echo "[mutmut]"
     echo "source_paths = vfnet"
@@ -31,6 +32,7 @@ cp "$ROOT/tests/conftest.py" "$ROOT/tests/vfnet_test_utils.py" "$WORK/tests/"
         mkdir -p "$WORK/$(dirname "$t")" && cp "$ROOT/$t" "$WORK/$t"
         echo "    $t"
     done
+    printf "also_copy =\n    configs\n"
     printf "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n"
 } > "$WORK/setup.cfg"
 cd "$WORK"
