@@ -109,6 +109,40 @@ class CheckpointerTest(unittest.TestCase):
         with self.assertRaisesRegex(IncompatibleCheckpointError, "no weights for the VFNet head"):
             VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
 
+    def test_messages_name_the_file_and_the_foreign_modules(self):
+        path = self.save({"roi_heads.box_head.fc1.weight": torch.zeros(2), "head.x": torch.zeros(1)})
+        with self.assertRaises(IncompatibleCheckpointError) as caught:
+            VFNetCheckpointer(self.model).load(path)
+        message = str(caught.exception)
+        self.assertIn(path, message)
+        self.assertIn("['roi_heads'] (e.g. ['roi_heads.box_head.fc1.weight'])", message)
+        self.assertNotIn("'head'", message.split("(e.g.")[0])  # head is a module of VFNet
+
+    def test_unconverted_mmdet_neck_only(self):
+        # backbone + neck keys alone (no bbox_head) are MMDetection's layout too
+        path = self.save({"neck.lateral_convs.0.conv.weight": torch.zeros(2), "backbone.conv1.weight": torch.zeros(1)})
+        with self.assertRaisesRegex(IncompatibleCheckpointError, f"{path} is an MMDetection checkpoint"):
+            VFNetCheckpointer(self.model).load(path)
+
+    def test_checkpoint_of_a_distributed_model(self):
+        # saved from a DistributedDataParallel wrapper: every key starts with "module."; Detectron2
+        # strips it, and the head check must see "module.head.*" as the head
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
+        path = self.save({"module." + k: v for k, v in saved.items()})
+        model = self.other_weights()
+        VFNetCheckpointer(model, require_head=True).load(path)
+        self.assert_state_equal(model, saved)
+
+    def test_missing_file_and_urls(self):
+        missing = os.path.join(self.tmp.name, "nope.pth")
+        with self.assertRaisesRegex(FileNotFoundError, f"checkpoint {missing} does not exist.*convert_imagenet_checkpoint"):
+            VFNetCheckpointer(self.model).load(missing)
+        # a URL is not a local path: left to Detectron2's path manager (which cannot fetch it here)
+        with self.assertRaises(Exception) as caught:
+            VFNetCheckpointer(self.model).load("https://invalid.example/nope.pth")
+        self.assertNotIn("does not exist. The configs", str(caught.exception))
+        self.assertEqual(VFNetCheckpointer(self.model).load(""), {})  # no path: nothing to load, as Detectron2
+
 
 class AutocastTrainerTest(unittest.TestCase):
     def _batches(self):

@@ -57,9 +57,8 @@ class VFNetCheckpointer(DetectionCheckpointer):
                 "`python tools/convert_mmdet_checkpoint.py IN.pth OUT.pth`"
             )
         incompatible = super()._load_model(checkpoint)
-        model_modules = {name.split(".")[0] for name, _ in self.model.named_children()}
-        if hasattr(self.model, "module"):  # DistributedDataParallel
-            model_modules = {name.split(".")[0] for name, _ in self.model.module.named_children()}
+        # (fvcore's Checkpointer has already unwrapped a DistributedDataParallel model to its .module)
+        model_modules = {name for name, _ in self.model.named_children()}
         foreign = sorted({k.split(".")[0] for k in incompatible.unexpected_keys} - model_modules)
         if foreign:
             raise IncompatibleCheckpointError(
