@@ -133,6 +133,20 @@ class CheckpointerTest(unittest.TestCase):
         VFNetCheckpointer(model, require_head=True).load(path)
         self.assert_state_equal(model, saved)
 
+    def test_checkpointables_reach_detectron2(self):
+        # the positional checkpointables list reaches Detectron2: [] loads the model only
+        model = small_vfnet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        path = os.path.join(self.tmp.name, "full.pth")
+        torch.save({"model": model.state_dict(), "optimizer": {"state": {}, "param_groups": [
+            dict(g, lr=0.5, params=list(range(len(g["params"])))) for g in optimizer.state_dict()["param_groups"]
+        ]}}, path)
+        fresh = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        VFNetCheckpointer(model, optimizer=fresh).load(path, [])
+        self.assertEqual(fresh.param_groups[0]["lr"], 0.1)  # not loaded
+        VFNetCheckpointer(model, optimizer=fresh).load(path)
+        self.assertEqual(fresh.param_groups[0]["lr"], 0.5)  # loaded
+
     def test_missing_file_and_urls(self):
         missing = os.path.join(self.tmp.name, "nope.pth")
         with self.assertRaisesRegex(FileNotFoundError, f"checkpoint {missing} does not exist.*convert_imagenet_checkpoint"):
