@@ -3,6 +3,7 @@ import logging
 import os
 import tempfile
 import unittest
+import uuid
 import xml.etree.ElementTree as ET
 
 import cv2
@@ -11,6 +12,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from vfnet.data.user_datasets import register_coco_dataset, register_dataset_spec
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 from vfnet.data.validation import DatasetError, check_dataset_dicts
 
 
@@ -41,6 +46,27 @@ class DatasetChecksTest(unittest.TestCase):
         self.assertEqual(dicts[0]["annotations"][0]["bbox"], [0.0, 0.0, 9.5, 10.0])
         self.assertEqual(dicts[0]["annotations"][0]["bbox_mode"], BoxMode.XYXY_ABS)
         self.assertIn("clipped 1 boxes", logs.output[0])
+
+    def test_crowd_and_zero_height_and_records_without_size(self):
+        crowd = {"bbox": [-30, -30, 500, 500], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 1}
+        record = self.record([2, 2, 10, 0], [3, 3, 4, 4], [5, 5, 6, 6], [-0.5, 0, 10, 10], [0, -0.5, 10, 10])
+        record["annotations"].insert(1, crowd)
+        with self.assertLogs("vfnet.data.validation", level=logging.WARNING) as logs:
+            check_dataset_dicts([record], "d")
+        # the crowd region is kept as it is (not checked, not clipped), in its place; the zero-height box is
+        # dropped (the order of the others kept); the two overhanging boxes are clipped
+        self.assertEqual([a["bbox"] for a in record["annotations"]],
+                         [[-30, -30, 500, 500], [3, 3, 4, 4], [5, 5, 6, 6], [0.0, 0.0, 9.5, 10.0], [0.0, 0.0, 10.0, 9.5]])
+        self.assertIn("dropped 1 annotations", logs.output[0])
+        self.assertIn("clipped 2 boxes", logs.output[0])
+        # without height/width the overhang cannot be checked: only degenerate boxes go
+        record = self.record([-5, -5, 10, 10], [1, 1, 0, 3])
+        del record["height"]
+        check_dataset_dicts([record], "d")
+        self.assertEqual([a["bbox"] for a in record["annotations"]], [[-5, -5, 10, 10]])
+        # the error names the dataset and the file
+        with self.assertRaisesRegex(DatasetError, f"^mine: image {self.image} has an invalid box"):
+            check_dataset_dicts([self.record([1, 2, float("inf"), 4])], "mine")
 
     def test_overhang_tolerance_is_one_pixel_on_each_side(self):
         # The 60 x 50 image: XYXY boxes overhanging one side by exactly 1 px are clipped; by 1.25 px
@@ -106,13 +132,14 @@ class UserDatasetsTest(unittest.TestCase):
         ]
         with open(json_file, "w") as f:
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-        classes = register_coco_dataset("test_user_coco", json_file, self.tmp.name)
+        coco_name = unique_name("test_user_coco")  # catalogs are global: a re-run in one process needs new names
+        classes = register_coco_dataset(coco_name, json_file, self.tmp.name)
         self.assertEqual(classes, ["zebra", "ant", "moth"])  # sorted by id, as Detectron2 maps them
-        self.assertEqual(MetadataCatalog.get("test_user_coco").thing_classes, ["zebra", "ant", "moth"])
-        self.assertEqual(register_coco_dataset("test_user_coco", json_file, self.tmp.name), ["zebra", "ant", "moth"])
+        self.assertEqual(MetadataCatalog.get(coco_name).thing_classes, ["zebra", "ant", "moth"])
+        self.assertEqual(register_coco_dataset(coco_name, json_file, self.tmp.name), ["zebra", "ant", "moth"])
 
-        dicts = sorted(DatasetCatalog.get("test_user_coco"), key=lambda r: r["image_id"])
-        self.assertEqual(MetadataCatalog.get("test_user_coco").thing_dataset_id_to_contiguous_id, {3: 0, 7: 1, 12: 2})
+        dicts = sorted(DatasetCatalog.get(coco_name), key=lambda r: r["image_id"])
+        self.assertEqual(MetadataCatalog.get(coco_name).thing_dataset_id_to_contiguous_id, {3: 0, 7: 1, 12: 2})
         self.assertEqual(
             [(r["image_id"], r["file_name"], r["height"], r["width"]) for r in dicts],
             [(5, os.path.join(self.tmp.name, "b.jpg"), 40, 70), (9, os.path.join(self.tmp.name, "sub/c.jpg"), 30, 20)],
@@ -126,7 +153,7 @@ class UserDatasetsTest(unittest.TestCase):
             ],
         )
         with self.assertRaisesRegex(FileNotFoundError, "annotation file"):
-            register_coco_dataset("test_user_coco2", os.path.join(self.tmp.name, "none.json"), self.tmp.name)
+            register_coco_dataset(unique_name("test_user_coco2"), os.path.join(self.tmp.name, "none.json"), self.tmp.name)
 
     def test_voc(self):
         root = self.tmp.name
@@ -147,9 +174,10 @@ class UserDatasetsTest(unittest.TestCase):
             for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
                 ET.SubElement(bb, k).text = str(v)
         ET.ElementTree(ann).write(os.path.join(root, "Annotations", "img1.xml"))
-        classes = register_dataset_spec("test_user_voc", f"voc:{root}:train")
+        voc_name = unique_name("test_user_voc")
+        classes = register_dataset_spec(voc_name, f"voc:{root}:train")
         self.assertEqual(classes, ["ant", "zebra"])
-        (record,) = DatasetCatalog.get("test_user_voc")
+        (record,) = DatasetCatalog.get(voc_name)
         self.assertEqual(record["file_name"], os.path.join(root, "JPEGImages", "img1.jpg"))
         self.assertEqual((record["image_id"], record["height"], record["width"]), ("img1", 40, 50))
         # VOC's pixel indices are 1-based: Detectron2's load_voc_instances takes 1 from xmin and
