@@ -1,7 +1,6 @@
 // CPU kernels of vfnet::star_deform_conv and vfnet::star_deform_conv_backward: the deformable
-// conv kernels of deform_columns.h with the star sampler (positions straight from the boxes, no
-// mask, one weight group). See deform_columns.h for the chunks, the bitwise equality with
-// torchvision and the dtypes.
+// convolution of sampled_conv.h (a stride-3 convolution of the sampled image) with the star
+// sampler (positions straight from the boxes, no mask, one weight group).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -10,14 +9,12 @@
 #include <tuple>
 
 #include "../star_deform_conv.h"
-#include "deform_columns.h"
+#include "sampled_conv.h"
 
 namespace vfnet {
 namespace {
 
-using cpu::acc_dtype;
-using cpu::gemm_dtype;
-using cpu::gemm_type;
+using cpu::sampled::compute_dtype;
 
 at::Tensor star_deform_conv_cpu(
     const at::Tensor& x_in,
@@ -28,26 +25,23 @@ at::Tensor star_deform_conv_cpu(
   check_star_deform_conv_inputs(x_in, ltrb_in, weight_in, bias, op);
   TORCH_CHECK(x_in.device().is_cpu(), op, ": expected CPU tensors, but got x on ", x_in.device());
   const at::ScalarType dtype = x_in.scalar_type();
-  const at::ScalarType gemm_t = gemm_dtype(dtype);
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor ltrb = ltrb_in.to(acc_dtype(dtype)).contiguous();
-  const int64_t out_channels = weight_in.size(0);
-  const at::Tensor weight2d = weight_in.to(gemm_t).contiguous().view({out_channels, -1});
+  const at::ScalarType ct = compute_dtype(dtype);
+  const at::Tensor ltrb = ltrb_in.to(ct).contiguous();
+  const at::Tensor weight = weight_in.to(ct).contiguous();
+  const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(ct) : at::Tensor();
   at::Tensor out = at::empty(
-      {x.size(0), out_channels, x.size(2), x.size(3)}, x.options().dtype(gemm_t));
+      {x_in.size(0), weight.size(0), x_in.size(2), x_in.size(3)},
+      x_in.options().dtype(ct).memory_format(x_in.suggest_memory_format()));
   if (out.numel() == 0) {
     return out.to(dtype);
   }
-  const cpu::Geometry geo = cpu::make_geometry(x, x.size(2) * x.size(3), /*groups=*/1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::ScalarType::Half, at::ScalarType::BFloat16, dtype, "vfnet::star_deform_conv (CPU)", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const StarSampler<acc_t> sampler{ltrb.const_data_ptr<acc_t>(), nullptr, x.size(2), x.size(3)};
-        cpu::forward_impl<scalar_t, acc_t, gemm_type<scalar_t>>(x, sampler, geo, weight2d, out);
-      });
-  if (bias.has_value() && bias->defined()) {
-    out.add_(bias->to(gemm_t).view({1, out_channels, 1, 1}));
+  if (x_in.numel() == 0) { // no input channels: the bias alone
+    return (b.defined() ? out.copy_(b.view({1, -1, 1, 1}).expand_as(out)) : out.zero_()).to(dtype);
   }
+  AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv (CPU)", [&] {
+    const StarSampler<scalar_t> sampler{ltrb.const_data_ptr<scalar_t>(), nullptr, x_in.size(2), x_in.size(3)};
+    cpu::sampled::forward<scalar_t>(x_in, sampler, weight, b, /*groups=*/1, out);
+  });
   return out.scalar_type() == dtype ? out : out.to(dtype);
 }
 
@@ -60,34 +54,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
   check_star_deform_conv_backward_inputs(grad_out_in, x_in, ltrb_in, weight_in);
   TORCH_CHECK(x_in.device().is_cpu(), op, ": expected CPU tensors, but got x on ", x_in.device());
   const at::ScalarType dtype = x_in.scalar_type();
-  const at::ScalarType gemm_t = gemm_dtype(dtype);
-  const at::ScalarType acc_t_ = acc_dtype(dtype);
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor ltrb = ltrb_in.to(acc_t_).contiguous();
-  const at::Tensor grad_out = grad_out_in.to(gemm_t).contiguous();
-  const int64_t out_channels = weight_in.size(0);
-  const at::Tensor weight2d = weight_in.to(gemm_t).contiguous().view({out_channels, -1});
+  const at::ScalarType ct = compute_dtype(dtype);
+  const at::Tensor ltrb = ltrb_in.to(ct).contiguous();
+  const at::Tensor grad_out = grad_out_in.to(ct);
+  const at::Tensor weight = weight_in.to(ct).contiguous();
 
-  at::Tensor grad_x = at::zeros_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = at::zeros(x_in.sizes(), x_in.options().memory_format(x_in.suggest_memory_format()));
   at::Tensor grad_ltrb = at::zeros(ltrb.sizes(), ltrb.options());
-  at::Tensor grad_weight2d = at::zeros(weight2d.sizes(), weight2d.options().dtype(acc_t_));
-  at::Tensor grad_bias = at::sum(grad_out, {0, 2, 3}, false, acc_t_);
-  if (x.numel() > 0 && out_channels > 0) {
-    const cpu::Geometry geo = cpu::make_geometry(x, x.size(2) * x.size(3), /*groups=*/1);
-    AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::ScalarType::Half, at::ScalarType::BFloat16, dtype,
-        "vfnet::star_deform_conv_backward (CPU)", [&] {
-          using acc_t = at::opmath_type<scalar_t>;
-          const StarSampler<acc_t> sampler{
-              ltrb.const_data_ptr<acc_t>(), grad_ltrb.mutable_data_ptr<acc_t>(), x.size(2), x.size(3)};
-          cpu::backward_impl<scalar_t, acc_t, gemm_type<scalar_t>>(
-              grad_out, x, sampler, geo, weight2d, grad_x, grad_weight2d);
-        });
+  at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options());
+  at::Tensor grad_bias = at::sum(grad_out, {0, 2, 3}, false, ct);
+  if (x_in.numel() > 0 && weight.size(0) > 0) {
+    AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv_backward (CPU)", [&] {
+      const StarSampler<scalar_t> sampler{
+          ltrb.const_data_ptr<scalar_t>(), grad_ltrb.mutable_data_ptr<scalar_t>(), x_in.size(2), x_in.size(3)};
+      cpu::sampled::backward<scalar_t>(grad_out, x_in, sampler, weight, /*groups=*/1, grad_x, grad_weight);
+    });
   }
   return std::make_tuple(
       grad_x,
       grad_ltrb.to(ltrb_in.scalar_type()),
-      grad_weight2d.view(weight_in.sizes()).to(weight_in.scalar_type()),
+      grad_weight.to(weight_in.scalar_type()),
       grad_bias.to(dtype));
 }
 

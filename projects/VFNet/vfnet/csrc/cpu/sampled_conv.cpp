@@ -1,0 +1,116 @@
+// The vector loops of sampled_conv.h. The float versions are compiled for AVX-512, AVX2 and the
+// baseline x86-64 (GCC's target_clones; the loader picks one for the CPU it runs on), since the
+// extension is otherwise built for the baseline only. No fused multiply-adds (-ffp-contract=off):
+// each sample is torchvision's sequence of products and sums.
+#include "sampled_conv.h"
+
+namespace vfnet {
+namespace cpu {
+namespace sampled {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VFNET_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VFNET_VECTOR_CLONES
+#endif
+
+namespace {
+
+template <typename T>
+inline void blend4_impl(T* __restrict dst, const T* __restrict v1, const T* __restrict v2,
+                        const T* __restrict v3, const T* __restrict v4, T w1, T w2, T w3, T w4,
+                        T m, int64_t n) {
+  if (m == T(1)) {
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = w1 * v1[i] + w2 * v2[i] + w3 * v3[i] + w4 * v4[i];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = m * (w1 * v1[i] + w2 * v2[i] + w3 * v3[i] + w4 * v4[i]);
+    }
+  }
+}
+
+template <typename T>
+inline void scatter4_impl(T* __restrict a1, T* __restrict a2, T* __restrict a3, T* __restrict a4,
+                          const T* __restrict g, T w1, T w2, T w3, T w4, int64_t n) {
+  // a1..a4 are distinct neighbours (distinct pixels), each a run of n channels.
+  for (int64_t i = 0; i < n; ++i) {
+    const T gi = g[i];
+    a1[i] += w1 * gi;
+    a2[i] += w2 * gi;
+    a3[i] += w3 * gi;
+    a4[i] += w4 * gi;
+  }
+}
+
+template <typename T>
+inline void dot4_impl(const T* __restrict g, const T* __restrict v1, const T* __restrict v2,
+                      const T* __restrict v3, const T* __restrict v4, T* d, int64_t n) {
+  // Eight partial sums per neighbour (a fixed order, so the result does not depend on the ISA).
+  constexpr int kLanes = 8;
+  T s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {}, s4[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      s1[l] += g[i + l] * v1[i + l];
+      s2[l] += g[i + l] * v2[i + l];
+      s3[l] += g[i + l] * v3[i + l];
+      s4[l] += g[i + l] * v4[i + l];
+    }
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    s1[l] += g[i] * v1[i];
+    s2[l] += g[i] * v2[i];
+    s3[l] += g[i] * v3[i];
+    s4[l] += g[i] * v4[i];
+  }
+  T t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    t1 += s1[l];
+    t2 += s2[l];
+    t3 += s3[l];
+    t4 += s4[l];
+  }
+  d[0] = t1;
+  d[1] = t2;
+  d[2] = t3;
+  d[3] = t4;
+}
+
+} // namespace
+
+VFNET_VECTOR_CLONES void blend4(float* dst, const float* v1, const float* v2, const float* v3,
+                                const float* v4, float w1, float w2, float w3, float w4, float m,
+                                int64_t n) {
+  blend4_impl(dst, v1, v2, v3, v4, w1, w2, w3, w4, m, n);
+}
+
+void blend4(double* dst, const double* v1, const double* v2, const double* v3, const double* v4,
+            double w1, double w2, double w3, double w4, double m, int64_t n) {
+  blend4_impl(dst, v1, v2, v3, v4, w1, w2, w3, w4, m, n);
+}
+
+VFNET_VECTOR_CLONES void scatter4(float* a1, float* a2, float* a3, float* a4, const float* g,
+                                  float w1, float w2, float w3, float w4, int64_t n) {
+  scatter4_impl(a1, a2, a3, a4, g, w1, w2, w3, w4, n);
+}
+
+void scatter4(double* a1, double* a2, double* a3, double* a4, const double* g, double w1,
+              double w2, double w3, double w4, int64_t n) {
+  scatter4_impl(a1, a2, a3, a4, g, w1, w2, w3, w4, n);
+}
+
+VFNET_VECTOR_CLONES void dot4(const float* g, const float* v1, const float* v2, const float* v3,
+                              const float* v4, float* d, int64_t n) {
+  dot4_impl(g, v1, v2, v3, v4, d, n);
+}
+
+void dot4(const double* g, const double* v1, const double* v2, const double* v3, const double* v4,
+          double* d, int64_t n) {
+  dot4_impl(g, v1, v2, v3, v4, d, n);
+}
+
+} // namespace sampled
+} // namespace cpu
+} // namespace vfnet
