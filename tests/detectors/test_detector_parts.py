@@ -241,3 +241,34 @@ class DetectorForwardTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DecodePerLevelTest(unittest.TestCase):
+    def test_topk_selection_equals_detectron2s_sort(self):
+        # Detectron2's DenseDetector sorts every pair above the threshold; ours takes the top-k.
+        from detectron2.modeling.box_regression import Box2BoxTransformLinear
+        from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+        from detectron2.structures import Boxes
+
+        from vfnet.detectors.base import VFLDenseDetector
+
+        class Holder:
+            box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
+
+        g = torch.Generator().manual_seed(0)
+        scores = torch.randperm(300 * 7, generator=g).float().div(300 * 7).view(300, 7)  # distinct
+        deltas = torch.rand(300, 4, generator=g) * 20
+        centres = torch.rand(300, 2, generator=g) * 100
+        anchors = Boxes(torch.cat([centres - 4, centres + 4], dim=1))
+        for thresh, topk in ((0.05, 100), (0.9, 1000), (0.999, 5), (1.0, 10)):
+            with self.subTest(thresh=thresh, topk=topk):
+                ours = VFLDenseDetector._decode_per_level_predictions(
+                    Holder(), anchors, scores, deltas, thresh, topk, (120, 130)
+                )
+                ref = DenseDetector._decode_per_level_predictions(
+                    Holder(), anchors, scores, deltas, thresh, topk, (120, 130)
+                )
+                self.assertEqual(len(ours), min(topk, int((scores > thresh).sum())))
+                self.assertTrue(torch.equal(ours.scores, ref.scores))
+                self.assertTrue(torch.equal(ours.pred_classes, ref.pred_classes))
+                self.assertTrue(torch.equal(ours.pred_boxes.tensor, ref.pred_boxes.tensor))

@@ -38,6 +38,8 @@ model = L(VFNet)(
         prior_prob=0.01,
         # fused kernel of vfnet._C for the two star-shaped deformable convs (see fused_ops below)
         fused_ops="${..fused_ops}",
+        # on the CPU the head runs on channels-last copies of the features (faster oneDNN convs)
+        cpu_channels_last=True,
     ),
     head_in_features=["p3", "p4", "p5", "p6", "p7"],
     # One square anchor of side 8 x stride per location, centred on the point (j*s, i*s)

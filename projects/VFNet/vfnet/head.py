@@ -45,6 +45,7 @@ class VFNetHead(nn.Module):
         reg_denoms: Sequence[float] = (64, 128, 256, 512, 1024),
         prior_prob: float = 0.01,
         fused_ops: bool = True,
+        cpu_channels_last: bool = True,
     ):
         """
         Args:
@@ -64,6 +65,10 @@ class VFNetHead(nn.Module):
                 ``deform_conv2d`` on the CPU in float32, faster and with a fraction of the
                 memory), or with star offsets + torchvision (the reference path). Without
                 ``vfnet._C`` the reference path runs either way.
+            cpu_channels_last: on the CPU, run the head on channels-last copies of the features
+                (oneDNN's channels-last convolutions are ~15-25% faster there, and the fused
+                star conv then needs no layout change); the outputs are then channels-last too.
+                Values are the same within float rounding; on other devices nothing changes.
         """
         super().__init__()
         in_channels = input_channels(input_shape, "VFNetHead")
@@ -77,6 +82,7 @@ class VFNetHead(nn.Module):
         self.num_classes = num_classes
         self.gradient_mul = gradient_mul
         self.fused_ops = fused_ops
+        self.cpu_channels_last = cpu_channels_last
 
         self.cls_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm, deformable_last=dcn_on_last_conv)
         self.bbox_subnet = conv_tower(in_channels, feat_channels, stacked_convs, norm, deformable_last=dcn_on_last_conv)
@@ -129,7 +135,7 @@ class VFNetHead(nn.Module):
         """
         Args:
             features: one (N, C, H_l, W_l) map per level, finest first.
-        Returns:
+        Returns (channels-last tensors on the CPU unless ``cpu_channels_last`` is off):
             logits: per level (N, num_classes, H_l, W_l) IACS logits.
             boxes_init: per level (N, 4, H_l, W_l) initial (l, t, r, b) in input pixels, float32.
             boxes_refine: per level (N, 4, H_l, W_l) refined (l, t, r, b) in input pixels, float32.
@@ -138,6 +144,8 @@ class VFNetHead(nn.Module):
             raise ValueError(f"VFNetHead: got {len(features)} feature levels, built for {len(self.strides)}")
         logits, boxes_init, boxes_refine = [], [], []
         for level, x in enumerate(features):
+            if self.cpu_channels_last and x.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
             cls_feat, reg_feat = self.cls_subnet(x), self.bbox_subnet(x)
 
             init_logits = self.bbox_init_pred(self.bbox_init_conv(reg_feat))

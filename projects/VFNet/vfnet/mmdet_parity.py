@@ -22,10 +22,11 @@ __all__ = ["TOLERANCES", "load_fixture", "decode_fixture_weights", "build_vfnet_
 
 TOLERANCES = {
     # Head and neck outputs: |ours - reference| <= head_abs + head_rel * |reference| (as
-    # torch.allclose): the refined boxes are in pixels, where float32's spacing at 1024-2048 is
-    # 1.2e-4, and a summation order that differs from torchvision's moves them by an ulp or two.
+    # torch.allclose). The boxes are exp(logit) x up to 1024 px: a summation order in the convs
+    # that differs from MMDetection's (oneDNN's channels-last kernels, the stride-3 sampled conv
+    # of the star convs) moves a logit by ~1e-7 and a 1000 px box by ~1e-3 px, ~1e-6 relative.
     "head_abs": 1e-4,
-    "head_rel": 1e-6,
+    "head_rel": 1e-5,
     "loss_rel": 1e-4,  # each loss, relative
     "box_abs": 1e-3,  # detection boxes, pixels
     "score_abs": 1e-5,  # detection scores
