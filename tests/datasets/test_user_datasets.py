@@ -1,6 +1,7 @@
 """Checks of dataset dicts (vfnet.data.validation) and the registration of users' COCO / VOC datasets."""
 import logging
 import os
+import re
 import tempfile
 import unittest
 import uuid
@@ -12,11 +13,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from vfnet.data.user_datasets import register_coco_dataset, register_dataset_spec
+from vfnet.data.validation import DatasetError, check_dataset_dicts
 
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-from vfnet.data.validation import DatasetError, check_dataset_dicts
 
 
 class DatasetChecksTest(unittest.TestCase):
@@ -100,6 +101,33 @@ class DatasetChecksTest(unittest.TestCase):
         record["file_name"] = os.path.join(self.tmp.name, "gone.jpg")
         with self.assertRaisesRegex(DatasetError, "gone.jpg does not exist"):
             check_dataset_dicts([record], "d")
+
+    def test_missing_fields(self):
+        # no bbox_mode: COCO's XYWH, as Detectron2's COCO loader writes it: [50, 10, 11, 5] ends at x = 61,
+        # 1 px over the 60-px width, and is clipped to XYXY [50, 10, 60, 15]
+        record = self.record([50, 10, 11, 5])
+        del record["annotations"][0]["bbox_mode"]
+        with self.assertLogs("vfnet.data.validation", level=logging.WARNING):
+            check_dataset_dicts([record], "d")
+        self.assertEqual(record["annotations"][0]["bbox"], [50.0, 10.0, 60.0, 15.0])
+        # no annotations (an unlabelled image): passes as it is, no key added
+        unlabelled = {"file_name": self.image, "height": 50, "width": 60}
+        self.assertEqual(check_dataset_dicts([unlabelled], "d"), [{"file_name": self.image, "height": 50, "width": 60}])
+        # no bbox: an invalid box, named
+        record = self.record([1, 1, 5, 5])
+        del record["annotations"][0]["bbox"]
+        with self.assertRaisesRegex(DatasetError, "^d: image .*a\\.jpg has an invalid box None$"):
+            check_dataset_dicts([record], "d")
+        # no file_name: the error says so; no dataset name: "dataset"
+        record = self.record([1, 1, 5, 5])
+        del record["file_name"]
+        with self.assertRaisesRegex(DatasetError, "^dataset: image file <no file_name> does not exist$"):
+            check_dataset_dicts([record])
+
+    def test_outside_box_message_gives_the_box_in_xyxy_to_two_decimals(self):
+        # XYWH [-5.125, 0, 10.5, 10] is XYXY [-5.125, 0, 5.375, 10] (exact in binary): 5.125 px over the left edge
+        with self.assertRaisesRegex(DatasetError, re.escape("[-5.125, 0, 10.5, 10] (XYXY [-5.12, 0.0, 5.38, 10.0])")):
+            check_dataset_dicts([self.record([-5.125, 0, 10.5, 10])], "d")
 
     def test_clean_data_is_untouched(self):
         dicts = [self.record([1, 1, 5, 5], [0, 0, 60, 50])]
