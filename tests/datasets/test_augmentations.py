@@ -12,6 +12,7 @@ import unittest
 
 import cv2
 import numpy as np
+import torch
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, instantiate
@@ -186,6 +187,88 @@ class MapperTest(unittest.TestCase):
         bad = dict(self.record([]), file_name=os.path.join(self.tmp.name, "missing.png"))
         with self.assertRaisesRegex(RuntimeError, "missing.png"):
             mapper(bad)
+
+    def test_same_output_as_detectron2_mapper(self):
+        # Without box-taking augmentations, DatasetMapperWithBoxes must give what Detectron2's DatasetMapper
+        # gives: image (in each format), sem_seg, top-k proposals, instances (crowd dropped), test-mode keys.
+        rng = np.random.default_rng(0)
+        image = os.path.join(self.tmp.name, "colour.png")
+        cv2.imwrite(image, rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+        labels = os.path.join(self.tmp.name, "labels.png")
+        cv2.imwrite(labels, rng.integers(0, 5, (100, 200), dtype=np.uint8))
+        record = dict(
+            self.record([[0, 0, 30, 30], [15, 25, 35, 45], [12, 22, 20, 30]], crowd=(2,)),
+            file_name=image,
+            sem_seg_file_name=labels,
+            proposal_boxes=np.array([[0, 0, 40, 40], [20, 30, 90, 60], [5, 5, 9, 9]], np.float32),
+            proposal_objectness_logits=np.array([0.5, 2.0, 1.0], np.float32),
+            proposal_bbox_mode=BoxMode.XYXY_ABS,
+        )
+        del record["annotations"][1]["iscrowd"]  # no key: not a crowd, as in Detectron2
+        augmentations = [T.CropTransform(10, 20, 150, 60), T.HFlipTransform(150)]
+        for is_train in (True, False):
+            for image_format in ("BGR", "RGB"):
+                with self.subTest(is_train=is_train, image_format=image_format):
+                    args = dict(is_train=is_train, augmentations=augmentations, image_format=image_format,
+                                precomputed_proposal_topk=1)
+                    ours, reference = DatasetMapperWithBoxes(**args)(record), DatasetMapper(**args)(record)
+                    self.assertEqual(sorted(ours), sorted(reference))
+                    self.assertTrue(torch.equal(ours["image"], reference["image"]))
+                    self.assertEqual(ours["sem_seg"].dtype, torch.int64)
+                    self.assertTrue(torch.equal(ours["sem_seg"], reference["sem_seg"]))
+                    for field in ("proposal_boxes", "objectness_logits"):
+                        a, b = ours["proposals"].get(field), reference["proposals"].get(field)
+                        self.assertTrue(torch.equal(getattr(a, "tensor", a), getattr(b, "tensor", b)))
+                    self.assertEqual(len(ours["proposals"]), 1)  # of the 2 left inside the crop
+                    if is_train:
+                        self.assertEqual(ours["instances"].gt_classes.tolist(), [0, 1])
+                        self.assertTrue(torch.equal(ours["instances"].gt_boxes.tensor, reference["instances"].gt_boxes.tensor))
+                    else:
+                        self.assertNotIn("annotations", ours)
+        # test time without annotations; a one-row image (its sem_seg stays 2-D)
+        row = os.path.join(self.tmp.name, "row.png")
+        cv2.imwrite(row, rng.integers(0, 255, (1, 8, 3), dtype=np.uint8))
+        record = {"file_name": row, "sem_seg_file_name": row, "height": 1, "width": 8}
+        args = dict(is_train=False, augmentations=[], image_format="BGR")
+        ours, reference = DatasetMapperWithBoxes(**args)(record), DatasetMapper(**args)(record)
+        self.assertEqual(sorted(ours), sorted(reference))
+        self.assertEqual(tuple(ours["sem_seg"].shape), (1, 8))
+        self.assertTrue(torch.equal(ours["sem_seg"], reference["sem_seg"]))
+
+    def test_augmentations_see_the_non_crowd_boxes_as_they_stand(self):
+        seen = []
+
+        class Recorder(T.Augmentation):
+            def get_transform(self, image, boxes):
+                seen.append(None if boxes is None else boxes.copy())
+                return T.NoOpTransform()
+
+        mapper = DatasetMapperWithBoxes(
+            is_train=True, augmentations=[Recorder(), T.CropTransform(10, 20, 150, 60), Recorder()], image_format="RGB"
+        )
+        record = self.record([[0, 0, 30, 30], [12, 22, 20, 30], [15, 25, 35, 45]], crowd=(1,))
+        record["annotations"][2].update(bbox=[15, 25, 20, 20], bbox_mode=BoxMode.XYWH_ABS)
+        del record["annotations"][2]["iscrowd"]  # no key: not a crowd
+        mapper(record)
+        self.assertEqual([b.dtype for b in seen], [np.float32, np.float32])
+        self.assertEqual(seen[0].tolist(), [[0, 0, 30, 30], [15, 25, 35, 45]])  # XYXY, the crowd box left out
+        self.assertEqual(seen[1].tolist(), [[-10, -20, 20, 10], [5, 5, 25, 25]])  # after the crop (moved by 10, 20)
+        # no annotations at all (test time): boxes is None
+        seen.clear()
+        no_annotations = self.record([])
+        del no_annotations["annotations"]
+        mapper(no_annotations)
+        self.assertEqual(seen, [None, None])
+
+    def test_error_names_the_cause(self):
+        mapper = CheckedDatasetMapper(is_train=True, augmentations=[], image_format="BGR")
+        missing = os.path.join(self.tmp.name, "missing.png")
+        with self.assertRaisesRegex(RuntimeError, f"^failed to load image {re.escape(missing)}: FileNotFoundError: "):
+            mapper(dict(self.record([]), file_name=missing))
+        no_file = self.record([])
+        del no_file["file_name"]
+        with self.assertRaisesRegex(RuntimeError, "^failed to load image <no file_name>: KeyError: 'file_name'$"):
+            mapper(no_file)
 
     def test_corrupt_image_error_names_the_file(self):
         garbage = os.path.join(self.tmp.name, "garbage.jpg")
