@@ -7,6 +7,8 @@
 # into a scratch folder (MUTMUT_DIR, default /tmp/vfnet-mutmut) and runs `mutmut run` there, then lists
 # what was not killed (`mutmut show NAME` in that folder prints a mutant's diff). One OpenMP thread:
 # mutmut forks its workers, and a forked torch with a started thread pool hangs (counted as timeouts).
+# MUTMUT_CHILDREN (default 2) sets how many mutants run at once (mutmut's --max-children); use 1 on a
+# machine whose other cores are busy (timings, other runs). VENV_BIN (default .venv/bin) picks mutmut.
 # Needs: .venv/bin/pip install -r requirements-dev.txt
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -36,5 +38,5 @@ cp -r "$ROOT/configs" "$WORK/configs"  # tests load the configs relative to the 
     printf "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n"
 } > "$WORK/setup.cfg"
 cd "$WORK"
-OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$VENV_BIN/mutmut" run --max-children 2
+OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$VENV_BIN/mutmut" run --max-children "${MUTMUT_CHILDREN:-2}"
 "$VENV_BIN/mutmut" results | grep -v ": killed" || true

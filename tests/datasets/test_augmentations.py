@@ -9,9 +9,12 @@ import os
 import re
 import tempfile
 import unittest
+from unittest import mock
 
 import cv2
 import numpy as np
+import torch
+from PIL import Image
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyConfig, instantiate
@@ -26,6 +29,7 @@ from vfnet.data import (
     MultiScaleKeepRatioResize,
     RandomCropKeepingBoxes,
     boxes_kept_by_crop,
+    build_train_augmentations,
     keep_ratio_size,
 )
 from vfnet_test_utils import REPO_ROOT
@@ -110,18 +114,96 @@ class RandomCropKeepingBoxesTest(unittest.TestCase):
     def test_boxes_kept_by_crop(self):
         crop = T.CropTransform(10, 20, 50, 40)
         boxes = np.array(
-            [[0, 0, 30, 30], [100, 100, 120, 120], [60, 10, 80, 70], [15, 25, 35, 45], [0, 0, 10, 100]], np.float32
+            [[0, 0, 30, 30], [100, 100, 120, 120], [60, 10, 80, 70], [15, 25, 35, 45], [0, 0, 10, 100],
+             [15, 60, 35, 80]],  # the last starts at the crop's bottom edge (y 20 + 40): nothing left inside
+            np.float32,
         )
-        self.assertEqual(boxes_kept_by_crop(boxes, crop).tolist(), [True, False, False, True, False])
+        self.assertEqual(boxes_kept_by_crop(boxes, crop).tolist(), [True, False, False, True, False, False])
 
     def test_needs_boxes(self):
         aug = RandomCropKeepingBoxes(prob=1.0)
-        with self.assertRaisesRegex(ValueError, "DatasetMapperWithBoxes"):
+        with self.assertRaisesRegex(ValueError, re.escape(
+            "this augmentation needs the image's boxes (AugInput(image, boxes=...)); "
+            "Detectron2's DatasetMapper does not pass them: use vfnet.data.DatasetMapperWithBoxes"
+        )):
             _apply(aug, np.zeros((8, 8, 3), np.uint8))
         with self.assertRaisesRegex(ValueError, r"\(N, 4\)"):
             aug.get_transform(np.zeros((8, 8, 3), np.uint8), np.zeros((3,)))
         with self.assertRaisesRegex(ValueError, "probability"):
             RandomCropKeepingBoxes(prob=1.5)
+
+
+class AugmentationArgumentsTest(unittest.TestCase):
+    """Defaults (the VFNet-X config's values), argument checks naming the argument, the reference's draws."""
+
+    def test_crop_defaults_and_checks(self):
+        crop = RandomCropKeepingBoxes()
+        self.assertEqual((crop.crop_type, tuple(crop.crop_size), crop.prob, crop.max_attempts),
+                         ("relative_range", (0.75, 0.75), 0.5, 10))
+        self.assertEqual(RandomCropKeepingBoxes(max_attempts=1).max_attempts, 1)
+        with self.assertRaisesRegex(ValueError, "^max_attempts must be >= 1, got 0$"):
+            RandomCropKeepingBoxes(max_attempts=0)
+        with self.assertRaisesRegex(ValueError, r"^prob must be a probability in \[0, 1\], got 1.5$"):
+            RandomCropKeepingBoxes(prob=1.5)
+
+    def test_cutout_defaults_and_checks(self):
+        cutout = CutOut(2, [(4, 4)])
+        self.assertEqual((cutout.n_holes, cutout.prob, cutout.fill_value), ((2, 2), 0.5, 0))
+        self.assertEqual(CutOut((0, 3), [(4, 1)]).n_holes, (0, 3))  # zero holes and 1-px sides are allowed
+        with self.assertRaisesRegex(ValueError, r"^prob must be a probability in \[0, 1\], got -0.1$"):
+            CutOut(2, [(4, 4)], prob=-0.1)
+        with self.assertRaisesRegex(ValueError, r"^hole_sizes must be a non-empty list of pairs of positive integers"):
+            CutOut(2, [(0, 4)])
+        with self.assertRaisesRegex(ValueError, r"^scales must be a non-empty list of pairs of positive integers"):
+            MultiScaleKeepRatioResize([(0, 500)])
+        # the holes are black by default; a per-channel fill reaches the transform
+        image = np.full((6, 8, 3), 200, np.uint8)
+        self.assertEqual(CutOutTransform(np.array([[0, 0, 2, 3]])).apply_image(image)[:3, :2].tolist(), [[[0] * 3] * 2] * 3)
+        np.random.seed(0)
+        tfm = CutOut(1, [(2, 2)], prob=1.0, fill_value=(1, 2, 3)).get_transform(image)
+        self.assertEqual(tfm.fill_value, (1, 2, 3))
+
+    def test_probability_is_strict_as_the_reference(self):
+        # the reference's np.random.choice([True, False], p=[p, 1 - p]) applies when u < p, not at u == p
+        image = np.zeros((20, 20, 3), np.uint8)
+        boxes = np.array([[0, 0, 20, 20]], np.float32)
+        for aug, args in ((RandomCropKeepingBoxes(prob=0.5), (image, boxes)), (CutOut(1, [(2, 2)], prob=0.5), (image,))):
+            with mock.patch.object(type(aug), "_rand_range", return_value=0.5):
+                self.assertIsInstance(aug.get_transform(*args), T.NoOpTransform, type(aug).__name__)
+
+    def test_resize_interpolation_and_long_edge_bound(self):
+        resize = MultiScaleKeepRatioResize([(10, 5), (11, 6)], interp=Image.NEAREST)
+        self.assertEqual(resize.get_transform(np.zeros((4, 4, 3), np.uint8)).interp, Image.NEAREST)
+        np.random.seed(0)
+        self.assertEqual({resize.sample_scale()[0] for _ in range(200)}, {10, 11})  # long edge in [10, 11]
+
+    def test_yacs_options_reach_the_augmentations(self):
+        from detectron2.config import get_cfg
+
+        from vfnet import add_vfnet_config
+
+        cfg = get_cfg()
+        add_vfnet_config(cfg)
+        cfg.INPUT.CROP.ENABLED = True
+        cfg.INPUT.CROP.SIZE = [0.6, 0.7]
+        cfg.INPUT.CROP.PROB = 0.3
+        cfg.INPUT.RESIZE_SCALES = [[1000, 600], [1200, 800]]
+        cfg.INPUT.RESIZE_SCALES_MODE = "value"
+        cfg.INPUT.CUTOUT.ENABLED = True
+        cfg.INPUT.CUTOUT.PROB = 0.2
+        cfg.INPUT.CUTOUT.FILL_VALUE = 7
+        for flip_mode in ("vertical", "none"):
+            cfg.INPUT.RANDOM_FLIP = flip_mode
+            with self.subTest(flip=flip_mode):
+                augs = build_train_augmentations(cfg)
+                crop, resize, cutout = augs[:3]
+                self.assertEqual((tuple(crop.crop_size), crop.prob), ((0.6, 0.7), 0.3))
+                self.assertEqual((resize.scales, resize.multiscale_mode), (((1000, 600), (1200, 800)), "value"))
+                self.assertEqual((cutout.prob, cutout.fill_value), (0.2, 7))
+                if flip_mode == "none":
+                    self.assertEqual(len(augs), 3)
+                else:
+                    self.assertEqual((augs[3].horizontal, augs[3].vertical), (False, True))
 
 
 class MapperTest(unittest.TestCase):
@@ -186,6 +268,88 @@ class MapperTest(unittest.TestCase):
         bad = dict(self.record([]), file_name=os.path.join(self.tmp.name, "missing.png"))
         with self.assertRaisesRegex(RuntimeError, "missing.png"):
             mapper(bad)
+
+    def test_same_output_as_detectron2_mapper(self):
+        # Without box-taking augmentations, DatasetMapperWithBoxes must give what Detectron2's DatasetMapper
+        # gives: image (in each format), sem_seg, top-k proposals, instances (crowd dropped), test-mode keys.
+        rng = np.random.default_rng(0)
+        image = os.path.join(self.tmp.name, "colour.png")
+        cv2.imwrite(image, rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+        labels = os.path.join(self.tmp.name, "labels.png")
+        cv2.imwrite(labels, rng.integers(0, 5, (100, 200), dtype=np.uint8))
+        record = dict(
+            self.record([[0, 0, 30, 30], [15, 25, 35, 45], [12, 22, 20, 30]], crowd=(2,)),
+            file_name=image,
+            sem_seg_file_name=labels,
+            proposal_boxes=np.array([[0, 0, 40, 40], [20, 30, 90, 60], [5, 5, 9, 9]], np.float32),
+            proposal_objectness_logits=np.array([0.5, 2.0, 1.0], np.float32),
+            proposal_bbox_mode=BoxMode.XYXY_ABS,
+        )
+        del record["annotations"][1]["iscrowd"]  # no key: not a crowd, as in Detectron2
+        augmentations = [T.CropTransform(10, 20, 150, 60), T.HFlipTransform(150)]
+        for is_train in (True, False):
+            for image_format in ("BGR", "RGB"):
+                with self.subTest(is_train=is_train, image_format=image_format):
+                    args = dict(is_train=is_train, augmentations=augmentations, image_format=image_format,
+                                precomputed_proposal_topk=1)
+                    ours, reference = DatasetMapperWithBoxes(**args)(record), DatasetMapper(**args)(record)
+                    self.assertEqual(sorted(ours), sorted(reference))
+                    self.assertTrue(torch.equal(ours["image"], reference["image"]))
+                    self.assertEqual(ours["sem_seg"].dtype, torch.int64)
+                    self.assertTrue(torch.equal(ours["sem_seg"], reference["sem_seg"]))
+                    for field in ("proposal_boxes", "objectness_logits"):
+                        a, b = ours["proposals"].get(field), reference["proposals"].get(field)
+                        self.assertTrue(torch.equal(getattr(a, "tensor", a), getattr(b, "tensor", b)))
+                    self.assertEqual(len(ours["proposals"]), 1)  # of the 2 left inside the crop
+                    if is_train:
+                        self.assertEqual(ours["instances"].gt_classes.tolist(), [0, 1])
+                        self.assertTrue(torch.equal(ours["instances"].gt_boxes.tensor, reference["instances"].gt_boxes.tensor))
+                    else:
+                        self.assertNotIn("annotations", ours)
+        # test time without annotations; a one-row image (its sem_seg stays 2-D)
+        row = os.path.join(self.tmp.name, "row.png")
+        cv2.imwrite(row, rng.integers(0, 255, (1, 8, 3), dtype=np.uint8))
+        record = {"file_name": row, "sem_seg_file_name": row, "height": 1, "width": 8}
+        args = dict(is_train=False, augmentations=[], image_format="BGR")
+        ours, reference = DatasetMapperWithBoxes(**args)(record), DatasetMapper(**args)(record)
+        self.assertEqual(sorted(ours), sorted(reference))
+        self.assertEqual(tuple(ours["sem_seg"].shape), (1, 8))
+        self.assertTrue(torch.equal(ours["sem_seg"], reference["sem_seg"]))
+
+    def test_augmentations_see_the_non_crowd_boxes_as_they_stand(self):
+        seen = []
+
+        class Recorder(T.Augmentation):
+            def get_transform(self, image, boxes):
+                seen.append(None if boxes is None else boxes.copy())
+                return T.NoOpTransform()
+
+        mapper = DatasetMapperWithBoxes(
+            is_train=True, augmentations=[Recorder(), T.CropTransform(10, 20, 150, 60), Recorder()], image_format="RGB"
+        )
+        record = self.record([[0, 0, 30, 30], [12, 22, 20, 30], [15, 25, 35, 45]], crowd=(1,))
+        record["annotations"][2].update(bbox=[15, 25, 20, 20], bbox_mode=BoxMode.XYWH_ABS)
+        del record["annotations"][2]["iscrowd"]  # no key: not a crowd
+        mapper(record)
+        self.assertEqual([b.dtype for b in seen], [np.float32, np.float32])
+        self.assertEqual(seen[0].tolist(), [[0, 0, 30, 30], [15, 25, 35, 45]])  # XYXY, the crowd box left out
+        self.assertEqual(seen[1].tolist(), [[-10, -20, 20, 10], [5, 5, 25, 25]])  # after the crop (moved by 10, 20)
+        # no annotations at all (test time): boxes is None
+        seen.clear()
+        no_annotations = self.record([])
+        del no_annotations["annotations"]
+        mapper(no_annotations)
+        self.assertEqual(seen, [None, None])
+
+    def test_error_names_the_cause(self):
+        mapper = CheckedDatasetMapper(is_train=True, augmentations=[], image_format="BGR")
+        missing = os.path.join(self.tmp.name, "missing.png")
+        with self.assertRaisesRegex(RuntimeError, f"^failed to load image {re.escape(missing)}: FileNotFoundError: "):
+            mapper(dict(self.record([]), file_name=missing))
+        no_file = self.record([])
+        del no_file["file_name"]
+        with self.assertRaisesRegex(RuntimeError, "^failed to load image <no file_name>: KeyError: 'file_name'$"):
+            mapper(no_file)
 
     def test_corrupt_image_error_names_the_file(self):
         garbage = os.path.join(self.tmp.name, "garbage.jpg")

@@ -2,6 +2,8 @@
 import itertools
 import unittest
 
+from detectron2.data.samplers import TrainingSampler
+
 from vfnet.data import build_seeded_train_loader
 
 
@@ -22,6 +24,18 @@ class SeededTrainLoaderTest(unittest.TestCase):
         flat = sum(first, [])
         self.assertEqual(len(set(flat)), len(flat))
         self.assertNotEqual(flat, sorted(flat))
+
+    def test_order_is_detectron2_training_sampler_with_that_seed(self):
+        for seed in (0, 3):  # 0 is a seed like any other
+            with self.subTest(seed=seed):
+                expected = list(itertools.islice(iter(TrainingSampler(40, seed=seed)), 24))
+                self.assertEqual(sum(_order(seed), []), expected)
+
+    def test_workers(self):
+        dataset = [{"index": i} for i in range(8)]
+        build = lambda **kw: build_seeded_train_loader(dataset, mapper=dict, total_batch_size=2, aspect_ratio_grouping=False, **kw)
+        self.assertEqual(build(seed=1).num_workers, 0)  # default: in the main process
+        self.assertEqual(build(seed=1, num_workers=2).num_workers, 2)
 
     def test_negative_seed_is_random(self):
         orders = {str(_order(-1, batches=3)) for _ in range(3)}

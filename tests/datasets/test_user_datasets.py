@@ -1,6 +1,8 @@
 """Checks of dataset dicts (vfnet.data.validation) and the registration of users' COCO / VOC datasets."""
+import json
 import logging
 import os
+import re
 import tempfile
 import unittest
 import uuid
@@ -9,14 +11,16 @@ import xml.etree.ElementTree as ET
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.structures import BoxMode
 
-from vfnet.data.user_datasets import register_coco_dataset, register_dataset_spec
+from vfnet.data.user_datasets import register_coco_dataset, register_dataset_spec, register_voc_dataset
+from vfnet.data.validation import DatasetError, check_dataset_dicts
 
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-from vfnet.data.validation import DatasetError, check_dataset_dicts
 
 
 class DatasetChecksTest(unittest.TestCase):
@@ -101,6 +105,33 @@ class DatasetChecksTest(unittest.TestCase):
         with self.assertRaisesRegex(DatasetError, "gone.jpg does not exist"):
             check_dataset_dicts([record], "d")
 
+    def test_missing_fields(self):
+        # no bbox_mode: COCO's XYWH, as Detectron2's COCO loader writes it: [50, 10, 11, 5] ends at x = 61,
+        # 1 px over the 60-px width, and is clipped to XYXY [50, 10, 60, 15]
+        record = self.record([50, 10, 11, 5])
+        del record["annotations"][0]["bbox_mode"]
+        with self.assertLogs("vfnet.data.validation", level=logging.WARNING):
+            check_dataset_dicts([record], "d")
+        self.assertEqual(record["annotations"][0]["bbox"], [50.0, 10.0, 60.0, 15.0])
+        # no annotations (an unlabelled image): passes as it is, no key added
+        unlabelled = {"file_name": self.image, "height": 50, "width": 60}
+        self.assertEqual(check_dataset_dicts([unlabelled], "d"), [{"file_name": self.image, "height": 50, "width": 60}])
+        # no bbox: an invalid box, named
+        record = self.record([1, 1, 5, 5])
+        del record["annotations"][0]["bbox"]
+        with self.assertRaisesRegex(DatasetError, "^d: image .*a\\.jpg has an invalid box None$"):
+            check_dataset_dicts([record], "d")
+        # no file_name: the error says so; no dataset name: "dataset"
+        record = self.record([1, 1, 5, 5])
+        del record["file_name"]
+        with self.assertRaisesRegex(DatasetError, "^dataset: image file <no file_name> does not exist$"):
+            check_dataset_dicts([record])
+
+    def test_outside_box_message_gives_the_box_in_xyxy_to_two_decimals(self):
+        # XYWH [-5.125, 0, 10.5, 10] is XYXY [-5.125, 0, 5.375, 10] (exact in binary): 5.125 px over the left edge
+        with self.assertRaisesRegex(DatasetError, re.escape("[-5.125, 0, 10.5, 10] (XYXY [-5.12, 0.0, 5.38, 10.0])")):
+            check_dataset_dicts([self.record([-5.125, 0, 10.5, 10])], "d")
+
     def test_clean_data_is_untouched(self):
         dicts = [self.record([1, 1, 5, 5], [0, 0, 60, 50])]
         check_dataset_dicts(dicts, "d")
@@ -115,8 +146,6 @@ class UserDatasetsTest(unittest.TestCase):
         self.tmp.cleanup()
 
     def test_coco(self):
-        import json
-
         json_file = os.path.join(self.tmp.name, "a.json")
         # Category ids neither contiguous nor in name order: Detectron2's load_coco_json maps the
         # sorted ids 3, 7, 12 to 0, 1, 2 and names the classes in that order.
@@ -155,10 +184,11 @@ class UserDatasetsTest(unittest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "annotation file"):
             register_coco_dataset(unique_name("test_user_coco2"), os.path.join(self.tmp.name, "none.json"), self.tmp.name)
 
-    def test_voc(self):
+    def make_voc(self, objects=(("zebra", (5, 6, 20, 21), "0"), ("ant", (10, 12, 30, 35), "1"))):
+        """A VOC folder in the temporary folder: split "train" with one 50x40 image, img1, and its objects."""
         root = self.tmp.name
         for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-            os.makedirs(os.path.join(root, sub))
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
         with open(os.path.join(root, "ImageSets", "Main", "train.txt"), "w") as f:
             f.write("img1\n")
         cv2.imwrite(os.path.join(root, "JPEGImages", "img1.jpg"), np.zeros((40, 50, 3), np.uint8))
@@ -166,7 +196,7 @@ class UserDatasetsTest(unittest.TestCase):
         size = ET.SubElement(ann, "size")
         ET.SubElement(size, "width").text = "50"
         ET.SubElement(size, "height").text = "40"
-        for name, box, difficult in (("zebra", (5, 6, 20, 21), "0"), ("ant", (10, 12, 30, 35), "1")):
+        for name, box, difficult in objects:
             obj = ET.SubElement(ann, "object")
             ET.SubElement(obj, "name").text = name
             ET.SubElement(obj, "difficult").text = difficult
@@ -174,6 +204,10 @@ class UserDatasetsTest(unittest.TestCase):
             for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box):
                 ET.SubElement(bb, k).text = str(v)
         ET.ElementTree(ann).write(os.path.join(root, "Annotations", "img1.xml"))
+        return root
+
+    def test_voc(self):
+        root = self.make_voc()
         voc_name = unique_name("test_user_voc")
         classes = register_dataset_spec(voc_name, f"voc:{root}:train")
         self.assertEqual(classes, ["ant", "zebra"])
@@ -188,3 +222,92 @@ class UserDatasetsTest(unittest.TestCase):
         )
         with self.assertRaisesRegex(ValueError, "dataset spec"):
             register_dataset_spec("x", "parquet:a:b")
+
+    def write_coco(self, json_file, categories=({"id": 7, "name": "ant"}, {"id": 3, "name": "zebra"})):
+        with open(json_file, "w") as f:
+            json.dump({"images": [], "annotations": [], "categories": list(categories)}, f)
+        return json_file
+
+    def test_coco_errors_name_the_problem(self):
+        json_file = self.write_coco(os.path.join(self.tmp.name, "a.json"))
+        name = unique_name("test_user_coco")
+        missing = os.path.join(self.tmp.name, "none.json")
+        with self.assertRaisesRegex(FileNotFoundError, f"^{name}: annotation file {re.escape(missing)} does not exist$"):
+            register_coco_dataset(name, missing, self.tmp.name)
+        with self.assertRaisesRegex(FileNotFoundError, f"^{name}: image folder {re.escape(missing)} does not exist$"):
+            register_coco_dataset(name, json_file, missing)
+        empty = self.write_coco(os.path.join(self.tmp.name, "empty.json"), categories=())
+        with self.assertRaisesRegex(ValueError, f"^{re.escape(empty)}: no 'categories' in this COCO file$"):
+            register_coco_dataset(unique_name("test_user_coco"), empty, self.tmp.name)
+
+    def test_coco_name_taken(self):
+        json_file = self.write_coco(os.path.join(self.tmp.name, "a.json"))
+        other_json = self.write_coco(os.path.join(self.tmp.name, "b.json"))
+        images = os.path.join(self.tmp.name, "images")
+        os.makedirs(images)
+        name = unique_name("test_user_coco")
+        self.assertEqual(register_coco_dataset(name, json_file, self.tmp.name), ["zebra", "ant"])
+        # the same name with another annotation file, or the same file with another image folder: an error
+        # naming the file it is registered with
+        for args in ((other_json, self.tmp.name), (json_file, images)):
+            with self.assertRaisesRegex(ValueError, f"^dataset {name} is already registered with other files "
+                                                    f"\\({re.escape(json_file)}\\)$"):
+                register_coco_dataset(name, *args)
+        # a name registered by other code: a VOC folder (named), or a bare DatasetCatalog entry
+        voc_name = unique_name("test_user_voc")
+        register_dataset_spec(voc_name, f"voc:{self.make_voc()}:train")
+        with self.assertRaisesRegex(ValueError, f"already registered with other files \\({re.escape(self.tmp.name)}\\)$"):
+            register_coco_dataset(voc_name, json_file, self.tmp.name)
+        bare = unique_name("test_user_bare")
+        DatasetCatalog.register(bare, lambda: [])
+        with self.assertRaisesRegex(ValueError, "already registered with other files \\(files unknown\\)$"):
+            register_coco_dataset(bare, json_file, self.tmp.name)
+        # registered with Detectron2's own register_coco_instances (metadata without classes until loaded):
+        # the classes come from the file
+        d2_name = unique_name("test_user_d2")
+        register_coco_instances(d2_name, {}, json_file, self.tmp.name)
+        self.assertEqual(register_coco_dataset(d2_name, json_file, self.tmp.name), ["zebra", "ant"])
+
+    def test_coco_spec(self):
+        # the annotation path may hold a colon (the spec is split at its last one); the image folder may not
+        folder = os.path.join(self.tmp.name, "run:1")
+        os.makedirs(folder)
+        json_file = self.write_coco(os.path.join(folder, "a.json"))
+        name = unique_name("test_user_coco")
+        self.assertEqual(register_dataset_spec(name, f"coco:{json_file}:{self.tmp.name}"), ["zebra", "ant"])
+        self.assertEqual((MetadataCatalog.get(name).json_file, MetadataCatalog.get(name).image_root), (json_file, self.tmp.name))
+        for spec in (f"COCO:{json_file}:{self.tmp.name}", "coco:a.json", "voc:only-a-folder"):
+            with self.assertRaisesRegex(ValueError, f"^dataset spec {re.escape(repr(spec))}: expected coco:"):
+                register_dataset_spec(unique_name("test_user_bad"), spec)
+
+    def test_voc_metadata_as_detectron2_voc_evaluator_reads_it(self):
+        root = self.make_voc()
+        name = unique_name("test_user_voc")
+        # given class names (the training split's) are kept, in their order
+        self.assertEqual(register_dataset_spec(name, f"voc:{root}:train", ["zebra", "cat", "ant"]), ["zebra", "cat", "ant"])
+        meta = MetadataCatalog.get(name)
+        evaluator = PascalVOCDetectionEvaluator(name)  # reads dirname, split, thing_classes, year (2007 or 2012)
+        self.assertEqual(evaluator._image_set_path, os.path.join(root, "ImageSets", "Main", "train.txt"))
+        self.assertEqual(evaluator._anno_file_template, os.path.join(root, "Annotations", "{}.xml"))
+        self.assertEqual(evaluator._class_names, ["zebra", "cat", "ant"])
+        self.assertFalse(evaluator._is_2007)  # VOC2012's area AP, not VOC2007's 11-point AP
+        self.assertEqual(meta.evaluator_type, "coco")  # Detectron2's train_net picks COCOEvaluator, as vfnet.engine does
+        (record,) = DatasetCatalog.get(name)
+        self.assertEqual([a["category_id"] for a in record["annotations"]], [0, 2])  # zebra, ant in the given order
+        # class names given through register_voc_dataset too
+        self.assertEqual(register_voc_dataset(unique_name("test_user_voc"), root, "train", ("ant", "zebra")), ["ant", "zebra"])
+
+    def test_voc_errors_name_the_problem(self):
+        root = self.make_voc()
+        ids_file = os.path.join(root, "ImageSets", "Main", "val.txt")
+        with self.assertRaisesRegex(FileNotFoundError, f"^{re.escape(ids_file)} does not exist \\(expected a Pascal VOC "
+                                                       "folder with ImageSets/Main/val.txt\\)$"):
+            register_dataset_spec(unique_name("test_user_voc"), f"voc:{root}:val")
+        name = unique_name("test_user_voc")
+        register_dataset_spec(name, f"voc:{root}:train", ["zebra"])  # "ant" is not a given class
+        anno_file = os.path.join(root, "Annotations", "img1.xml")
+        with self.assertRaisesRegex(ValueError, f"^{re.escape(anno_file)}: class 'ant' is not one of \\['zebra'\\]$"):
+            DatasetCatalog.get(name)
+        self.make_voc(objects=())
+        with self.assertRaisesRegex(ValueError, f"^{re.escape(root)}: no objects in the annotations of split train$"):
+            register_dataset_spec(unique_name("test_user_voc"), f"voc:{root}:train")

@@ -1,11 +1,13 @@
 """Config overrides, checkpoint checks, the CPU autocast trainer and DefaultPredictor."""
 import math
 import os
+import re
 import tempfile
 import unittest
 
 import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, get_cfg
 from detectron2.utils.events import EventStorage
 
@@ -94,9 +96,17 @@ class CheckpointerTest(unittest.TestCase):
             VFNetCheckpointer(self.model).load(path)
 
     def test_unconverted_mmdet(self):
-        path = self.save({"bbox_head.vfnet_cls.weight": torch.zeros(2), "backbone.conv1.weight": torch.zeros(1)})
-        with self.assertRaisesRegex(IncompatibleCheckpointError, "convert_mmdet_checkpoint"):
+        state = {"bbox_head.vfnet_cls.weight": torch.zeros(2), "backbone.conv1.weight": torch.zeros(1)}
+        path = self.save(state)
+        command = re.escape("convert it first with `python tools/convert_mmdet_checkpoint.py IN.pth OUT.pth`")
+        with self.assertRaisesRegex(IncompatibleCheckpointError, f"^{re.escape(path)} is an MMDetection checkpoint; {command}$"):
             VFNetCheckpointer(self.model).load(path)
+        # handed over in memory (fvcore's _load_model hook, no file): the message names "the checkpoint"
+        with self.assertRaisesRegex(IncompatibleCheckpointError, "^the checkpoint is an MMDetection checkpoint"):
+            VFNetCheckpointer(self.model)._load_model({"model": dict(state)})
+
+    def test_defaults_as_detectron2(self):
+        self.assertEqual(VFNetCheckpointer(self.model).save_dir, DetectionCheckpointer(self.model).save_dir)
 
     def test_backbone_only(self):
         backbone = {k: v.clone() for k, v in self.model.state_dict().items() if k.startswith("backbone.")}
@@ -106,7 +116,9 @@ class CheckpointerTest(unittest.TestCase):
         VFNetCheckpointer(model).load(path)  # fine for training
         self.assert_state_equal(model, backbone, "backbone.")  # the backbone loaded ...
         self.assert_state_equal(model, head_before, "head.")  # ... and the head kept its own weights
-        with self.assertRaisesRegex(IncompatibleCheckpointError, "no weights for the VFNet head"):
+        with self.assertRaisesRegex(IncompatibleCheckpointError, re.escape(
+            "no weights for the VFNet head (head.*): it is not a trained VFNet checkpoint (its modules: ['backbone'])"
+        )):
             VFNetCheckpointer(small_vfnet(), require_head=True).load(path)
 
     def test_messages_name_the_file_and_the_foreign_modules(self):
@@ -117,6 +129,14 @@ class CheckpointerTest(unittest.TestCase):
         self.assertIn(path, message)
         self.assertIn("['roi_heads'] (e.g. ['roi_heads.box_head.fc1.weight'])", message)
         self.assertNotIn("'head'", message.split("(e.g.")[0])  # head is a module of VFNet
+        self.assertRegex(message, "; it is a checkpoint of another architecture$")
+
+    def test_foreign_module_message_lists_three_examples(self):
+        # a Faster R-CNN checkpoint has hundreds of roi_heads keys: the message shows the first three
+        names = [f"roi_heads.box_head.fc{i}.weight" for i in range(1, 6)]
+        path = self.save({name: torch.zeros(1) for name in names})
+        with self.assertRaisesRegex(IncompatibleCheckpointError, re.escape(f"(e.g. {names[:3]})")):
+            VFNetCheckpointer(self.model).load(path)
 
     def test_unconverted_mmdet_neck_only(self):
         # backbone + neck keys alone (no bbox_head) are MMDetection's layout too
@@ -144,13 +164,24 @@ class CheckpointerTest(unittest.TestCase):
         fresh = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         VFNetCheckpointer(model, optimizer=fresh).load(path, [])
         self.assertEqual(fresh.param_groups[0]["lr"], 0.1)  # not loaded
+        VFNetCheckpointer(model, optimizer=fresh).load(path, checkpointables=[])  # given by keyword
+        self.assertEqual(fresh.param_groups[0]["lr"], 0.1)  # not loaded either
         VFNetCheckpointer(model, optimizer=fresh).load(path)
         self.assertEqual(fresh.param_groups[0]["lr"], 0.5)  # loaded
 
     def test_missing_file_and_urls(self):
         missing = os.path.join(self.tmp.name, "nope.pth")
-        with self.assertRaisesRegex(FileNotFoundError, f"checkpoint {missing} does not exist.*convert_imagenet_checkpoint"):
+        with self.assertRaises(FileNotFoundError) as caught:
             VFNetCheckpointer(self.model).load(missing)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(f"checkpoint {missing} does not exist."), message)
+        # what to do: the three ways to a usable checkpoint, with the tool or key to use
+        for advice in (
+            "(pretrained/*.pth) are made from the downloaded ImageNet weights with tools/convert_imagenet_checkpoint.py",
+            "and reference checkpoints with tools/convert_mmdet_checkpoint.py (README)",
+            'set train.init_checkpoint="" (MODEL.WEIGHTS "") to train from scratch',
+        ):
+            self.assertIn(advice, message)
         # a URL is not a local path: left to Detectron2's path manager (which cannot fetch it here)
         with self.assertRaises(Exception) as caught:
             VFNetCheckpointer(self.model).load("https://invalid.example/nope.pth")

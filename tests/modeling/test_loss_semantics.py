@@ -6,6 +6,7 @@ gradients of the initial box come from (the star offsets at ``gradient_mul`` str
 refinement, which sees the initial box detached).
 """
 import unittest
+from unittest import mock
 
 import torch
 from detectron2.utils.events import EventStorage
@@ -48,15 +49,16 @@ def _losses(model, inputs):
     model.train()
     images, features, predictions, logits, init, refine = _raw(model, inputs)
     gts = [x["instances"] for x in inputs]
-    with EventStorage():
+    with EventStorage() as storage:
         losses = model.forward_training(images, features, predictions, gts)
+        num_pos_points = storage.history("num_pos_points").latest()
     anchors = model.anchor_generator(features)
     valid = model.valid_points(features, images)
     labels, targets = model.label_points(anchors, valid, gts)
     points = torch.cat([a.get_centers() for a in anchors])  # (P, 2)
     return losses, dict(
         logits=logits, init=init, refine=refine, labels=torch.stack(labels), targets=torch.stack(targets),
-        valid=torch.stack([torch.cat(v) for v in valid]), points=points,
+        valid=torch.stack([torch.cat(v) for v in valid]), points=points, num_pos_points=num_pos_points,
     )
 
 
@@ -64,18 +66,34 @@ def _decode(points, ltrb):
     return torch.cat([points - ltrb[:, :2], points + ltrb[:, 2:]], dim=1)
 
 
+def _expected_vfl(r, alpha=0.75, gamma=2.0, iou_weighted=True):
+    """The classification loss by SPEC section 3, from the raw outputs: IoU targets of the refined boxes."""
+    num_classes = r["logits"].shape[-1]
+    pos_img, pos_pt = (r["labels"] < num_classes).nonzero(as_tuple=True)
+    refined = _decode(r["points"][pos_pt], r["refine"][pos_img, pos_pt])
+    iou = box_iou(refined, r["targets"][pos_img, pos_pt]).diagonal().clamp(min=1e-6)
+    q = torch.zeros_like(r["logits"])
+    q[pos_img, pos_pt, r["labels"][pos_img, pos_pt]] = iou
+    p = r["logits"].sigmoid()
+    # q > 0: -q (q log p + (1 - q) log(1 - p)) (without the IoU weighting: -(q log p + (1 - q) log(1 - p)));
+    # q = 0: -alpha p^gamma log(1 - p); normalised by the number of positives, at least 1
+    bce = -(q * torch.log(p) + (1 - q) * torch.log1p(-p))
+    vfl = torch.where(q > 0, q * bce if iou_weighted else bce, -alpha * p.pow(gamma) * torch.log1p(-p))
+    return vfl.sum() / (max(len(pos_pt), 1) + EPS)
+
+
 class ClassificationLossTest(unittest.TestCase):
     def test_focal_loss_option_is_fvcore_focal_loss_on_assigned_labels(self):
         for assigner, weighted_by_validity in ((None, True), (FCOSAssigner(STRIDES), False)):
             with self.subTest(assigner=type(assigner).__name__):
-                model = small_vfnet(use_vfl=False, assigner=assigner)
+                model = small_vfnet(use_vfl=False, assigner=assigner, focal_loss_alpha=0.3, focal_loss_gamma=1.5)
                 with torch.no_grad():
                     losses, r = _losses(model, _inputs())
                 num_classes = r["logits"].shape[-1]
                 positive = r["labels"] < num_classes
                 one_hot = torch.zeros_like(r["logits"])
                 one_hot[positive] = torch.nn.functional.one_hot(r["labels"][positive], num_classes).float()
-                per_point = sigmoid_focal_loss(r["logits"], one_hot, alpha=0.25, gamma=2.0, reduction="none").sum(-1)
+                per_point = sigmoid_focal_loss(r["logits"], one_hot, alpha=0.3, gamma=1.5, reduction="none").sum(-1)
                 # ATSS: like the reference's label_weights, only points inside each image's padded area
                 weight = r["valid"].float() if weighted_by_validity else torch.ones_like(per_point)
                 self.assertLess(weight.sum().item(), weight.numel()) if weighted_by_validity else None
@@ -87,21 +105,58 @@ class ClassificationLossTest(unittest.TestCase):
         model = small_vfnet()
         with torch.no_grad():
             losses, r = _losses(model, _inputs())
-        num_classes = r["logits"].shape[-1]
-        pos_img, pos_pt = (r["labels"] < num_classes).nonzero(as_tuple=True)
-        refined = _decode(r["points"][pos_pt], r["refine"][pos_img, pos_pt])
-        iou = box_iou(refined, r["targets"][pos_img, pos_pt]).diagonal().clamp(min=1e-6)
-        q = torch.zeros_like(r["logits"])
-        q[pos_img, pos_pt, r["labels"][pos_img, pos_pt]] = iou
+        torch.testing.assert_close(losses["loss_cls"], _expected_vfl(r), rtol=1e-4, atol=0)
+
+    def test_class_zero_is_a_positive_and_positives_are_counted_per_image(self):
+        with torch.no_grad():
+            losses, r = _losses(small_vfnet(), _inputs(classes=(0, 3)))
+        positive = r["labels"] < r["logits"].shape[-1]
+        self.assertGreater((r["labels"] == 0).sum().item(), 0)
+        self.assertEqual(r["num_pos_points"], positive.sum().item() / 2)  # the mean over the 2 images
+        torch.testing.assert_close(losses["loss_cls"], _expected_vfl(r), rtol=1e-4, atol=0)
+
+    def test_varifocal_options_reach_the_loss_fused_or_not(self):
+        options = dict(vfl_alpha=0.5, vfl_gamma=1.5, vfl_iou_weighted=False)
+        for fused_ops in (True, False):
+            with self.subTest(fused_ops=fused_ops), torch.no_grad():
+                losses, r = _losses(small_vfnet(fused_ops=fused_ops, **options), _inputs())
+                expected = _expected_vfl(r, alpha=0.5, gamma=1.5, iou_weighted=False)
+                torch.testing.assert_close(losses["loss_cls"], expected, rtol=1e-4, atol=0)
+
+    def test_fused_ops_pick_the_kernel(self):
+        from vfnet import meta_arch
+
+        for fused_ops in (True, False):
+            with mock.patch.object(meta_arch, "fused_varifocal_loss", wraps=meta_arch.fused_varifocal_loss) as fused, \
+                    mock.patch.object(meta_arch, "varifocal_loss", wraps=meta_arch.varifocal_loss) as eager, \
+                    torch.no_grad():
+                _losses(small_vfnet(fused_ops=fused_ops), _inputs())
+            self.assertEqual((fused.call_count, eager.call_count), (1, 0) if fused_ops else (0, 1))
+
+    def test_without_positives_the_normaliser_is_one(self):
+        with torch.no_grad():
+            losses, r = _losses(small_vfnet(), _inputs(boxes=(), classes=()))
+        self.assertEqual(r["num_pos_points"], 0)
         p = r["logits"].sigmoid()
-        # SPEC section 3: q > 0: -q (q log p + (1 - q) log(1 - p)); q = 0: -0.75 p^2 log(1 - p)
-        vfl = torch.where(
-            q > 0,
-            -q * (q * torch.log(p) + (1 - q) * torch.log1p(-p)),
-            -0.75 * p.pow(2) * torch.log1p(-p),
-        )
-        expected = vfl.sum() / (len(pos_pt) + EPS)
+        expected = (-0.75 * p.pow(2) * torch.log1p(-p)).sum() / (1 + EPS)
         torch.testing.assert_close(losses["loss_cls"], expected, rtol=1e-4, atol=0)
+
+    def test_bfloat16_logits_give_the_float32_loss(self):
+        # under autocast the logits may come in bfloat16: the targets stay float32 (IoUs not rounded)
+        for use_vfl in (True, False):
+            model = small_vfnet(use_vfl=use_vfl)
+            model.train()
+            inputs = _inputs()
+            with torch.no_grad(), EventStorage():
+                images, features, predictions, *_ = _raw(model, inputs)
+                logits, init, refine = model._transpose_dense_predictions(predictions, [model.num_classes, 4, 4])
+                anchors = model.anchor_generator(features)
+                valid = model.valid_points(features, images)
+                labels, targets = model.label_points(anchors, valid, [x["instances"] for x in inputs])
+                low = [x.bfloat16() for x in logits]
+                bf16 = model.losses(anchors, valid, low, init, refine, labels, targets)
+                fp32 = model.losses(anchors, valid, [x.float() for x in low], init, refine, labels, targets)
+            self.assertEqual(bf16["loss_cls"].item(), fp32["loss_cls"].item(), f"use_vfl={use_vfl}")
 
     def test_loss_weights_scale_their_losses(self):
         weights = dict(loss_cls_weight=3.0, loss_bbox_init_weight=0.5, loss_bbox_refine_weight=7.0)

@@ -5,7 +5,7 @@ import unittest
 import torch
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vfnet import ATSSAssigner, FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
@@ -105,7 +105,8 @@ class VFNetContractsTest(unittest.TestCase):
     def test_strides_of_head_and_anchor_generator_must_agree(self):
         parts = self._parts()
         parts["anchor_generator"] = instantiate(point_generator([8, 16, 32, 64, 64]))
-        with self.assertRaisesRegex(ValueError, r"head \[8, 16, 32, 64, 128\], anchor generator \[8, 16, 32, 64, 64\]"):
+        with self.assertRaisesRegex(ValueError, r"^VFNet: the levels' strides disagree: backbone outputs \['p3', .*\] "
+                                                r"\[8, 16, 32, 64, 128\], head \[8, 16, 32, 64, 128\], anchor generator \[8, 16, 32, 64, 64\]$"):
             VFNet(**parts)
 
     def test_strides_of_the_backbone_outputs_must_agree(self):
@@ -204,6 +205,39 @@ class VFNetInferenceTest(unittest.TestCase):
             for topk in topks:
                 model = small_vfnet(test_topk_candidates=topk, test_topk_mode=mode, test_score_thresh=0.05)
                 self.assertEqual(self._candidate_pairs(model, scores), expected, (mode, topk))
+
+    def test_topk_of_one(self):
+        scores = torch.tensor([[0.95, 0.0], [0.9, 0.8], [0.3, 0.6]])
+        for mode in ("pairs", "points"):  # the best pair; the best point's pairs above the threshold
+            model = small_vfnet(test_topk_candidates=1, test_topk_mode=mode, test_score_thresh=0.05)
+            self.assertEqual(self._candidate_pairs(model, scores), [(0, 0)], mode)
+
+    def test_points_mode_candidates_carry_their_scores_and_image_size(self):
+        scores = torch.tensor([[0.95, 0.3], [0.6, 0.5], [0.4, 0.2], [0.55, 0.1]])
+        model = small_vfnet(test_topk_candidates=2, test_topk_mode="points", test_score_thresh=0.25)
+        anchors = [_anchors([[100.0 * i, 50.0] for i in range(4)])]
+        inst = model.candidates_single_image(anchors, [scores], [torch.zeros(4, 4)], (1000, 900))
+        self.assertEqual(inst.image_size, (1000, 900))
+        points = (inst.pred_boxes.tensor[:, 0] / 100).round().long().tolist()
+        found = sorted(zip(points, inst.pred_classes.tolist(), inst.scores.tolist()))
+        # points 0 and 1 (best scores 0.95, 0.6), their pairs above 0.25, each with its own score
+        expected = [(p, c, scores[p, c].item()) for p, c in ((0, 0), (0, 1), (1, 0), (1, 1))]
+        self.assertEqual(found, expected)
+
+    def test_predict_candidates_are_what_the_nms_gets(self):
+        model = small_vfnet(test_score_thresh=0.0)
+        model.eval()
+        inputs = [{"image": random_image(128, 160)}, {"image": random_image(96, 120, seed=1)}]
+        with torch.no_grad():
+            candidates = model.predict_candidates(inputs)
+            outputs = model(inputs)
+        self.assertEqual([c.image_size for c in candidates], [(128, 160), (96, 120)])
+        for cand, out in zip(candidates, outputs):
+            detections, inst = model.select_detections(cand), out["instances"]
+            self.assertGreater(len(inst), 10)
+            self.assertTrue(torch.equal(detections.pred_boxes.tensor, inst.pred_boxes.tensor))
+            self.assertTrue(torch.equal(detections.scores, inst.scores))
+            self.assertTrue(torch.equal(detections.pred_classes, inst.pred_classes))
 
     def test_classwise_nms(self):
         model = small_vfnet(test_score_thresh=0.05, test_nms_thresh=0.6)
@@ -308,6 +342,23 @@ class SoftNMSTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "unknown method"):
             batched_soft_nms(torch.zeros(1, 4), torch.zeros(1), torch.zeros(1, dtype=torch.long), method="x")
 
+    def test_model_passes_its_soft_nms_parameters(self):
+        # two boxes of one class, IoU 50 / 100 = 0.5, scores 0.9 and 0.8
+        candidates = Instances(
+            (100, 100),
+            pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]])),
+            scores=torch.tensor([0.9, 0.8]),
+            pred_classes=torch.zeros(2, dtype=torch.long),
+        )
+        for options, expected in (
+            (dict(test_nms_thresh=0.4), [0.9, 0.8 * (1 - 0.5)]),  # linear, IoU >= 0.4
+            (dict(test_nms_thresh=0.4, soft_nms_min_score=0.45), [0.9]),  # 0.4 < min_score: gone
+            (dict(test_nms_thresh=0.4, soft_nms_method="gaussian", soft_nms_sigma=0.25), [0.9, 0.8 * math.exp(-0.25 / 0.25)]),
+        ):
+            with self.subTest(**options):
+                model = small_vfnet(test_nms_type="soft_nms", **options)
+                torch.testing.assert_close(model.select_detections(candidates).scores, torch.tensor(expected))
+
     def test_model_with_soft_nms(self):
         model = small_vfnet(test_nms_type="soft_nms", test_nms_thresh=0.65, test_score_thresh=0.0)
         model.eval()
@@ -346,6 +397,41 @@ class YacsConfigTest(unittest.TestCase):
         with EventStorage():
             losses = model([{"image": random_image(96, 128), "instances": make_instances((96, 128), [[10, 10, 60, 70]], [2])}])
         self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
+
+    def test_assigner_and_points_from_cfgnode(self):
+        # three levels (not the 5 defaults), non-default assigner settings: each reaches the model
+        for use_atss in (True, False):
+            cfg = _yacs_vfnet_cfg()
+            cfg.MODEL.RESNETS.DEPTH = 18
+            cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+            cfg.MODEL.FPN.OUT_CHANNELS = 32
+            cfg.MODEL.VFNET.FEAT_CHANNELS = 32
+            cfg.MODEL.VFNET.IN_FEATURES = ["p3", "p4", "p5"]
+            cfg.MODEL.VFNET.REG_DENOMS = [64, 128, 256]
+            cfg.MODEL.VFNET.USE_ATSS = use_atss
+            cfg.MODEL.VFNET.ATSS_TOPK = 7
+            cfg.MODEL.VFNET.ANCHOR_SCALE = 6
+            cfg.MODEL.VFNET.REGRESS_RANGES = [[-1, 50], [50, 100], [100, 100000]]
+            cfg.MODEL.VFNET.CENTER_SAMPLING = True
+            cfg.MODEL.VFNET.CENTER_SAMPLE_RADIUS = 2.0
+            with self.subTest(use_atss=use_atss):
+                model = build_model(cfg)
+                generator = model.anchor_generator
+                self.assertEqual(list(generator.strides), [8, 16, 32])
+                # one square anchor of ANCHOR_SCALE x stride per point; points at (j, i) x stride (ATSS),
+                # or at the cell centres, + stride / 2 (FCOS)
+                self.assertEqual([a.tolist() for a in generator.cell_anchors], [[[-24.0, -24.0, 24.0, 24.0]],
+                                 [[-48.0, -48.0, 48.0, 48.0]], [[-96.0, -96.0, 96.0, 96.0]]])
+                self.assertEqual(generator.offset, 0.0 if use_atss else 0.5)
+                if use_atss:
+                    self.assertIsInstance(model.assigner, ATSSAssigner)
+                    self.assertEqual(model.assigner.topk, 7)
+                else:
+                    self.assertIsInstance(model.assigner, FCOSAssigner)
+                    self.assertEqual(model.assigner.strides, [8, 16, 32])
+                    self.assertEqual(model.assigner.regress_ranges, [(-1.0, 50.0), (50.0, 100.0), (100.0, 100000.0)])
+                    self.assertIs(model.assigner.center_sampling, True)
+                    self.assertEqual(model.assigner.center_sample_radius, 2.0)
 
     def test_bad_in_features(self):
         cfg = _yacs_vfnet_cfg()

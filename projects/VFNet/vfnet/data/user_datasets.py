@@ -40,7 +40,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> List[st
         meta = MetadataCatalog.get(name)
         if getattr(meta, "json_file", None) == json_file and getattr(meta, "image_root", None) == image_root:
             return list(meta.thing_classes) if hasattr(meta, "thing_classes") else _coco_class_names(json_file)
-        raise ValueError(f"dataset {name} is already registered with other files ({meta.json_file})")
+        registered = getattr(meta, "json_file", None) or getattr(meta, "dirname", None) or "files unknown"
+        raise ValueError(f"dataset {name} is already registered with other files ({registered})")
     register_coco_instances(name, {}, json_file, image_root)
     classes = _coco_class_names(json_file)
     MetadataCatalog.get(name).set(thing_classes=classes)
