@@ -140,7 +140,11 @@ def get_extensions():
     # -ffp-contract=off: no fused multiply-adds where the source has a multiply and an add (GCC
     # contracts them in C++ whenever the target has FMA, e.g. with -march=native): the CPU star
     # deformable conv reproduces torchvision's sampling arithmetic bit for bit.
-    extra_compile_args = {"cxx": ["-O3", "-ffp-contract=off"]}
+    # -fopenmp: ATen's at::parallel_for is a header template that runs in parallel only where
+    # _OPENMP is defined; without it every CPU kernel of vfnet._C ran on one thread whatever
+    # torch.get_num_threads() said. The library links libgomp.so.1, which resolves to the copy
+    # torch has already loaded (one OpenMP runtime, one thread pool).
+    extra_compile_args = {"cxx": ["-O3", "-ffp-contract=off", "-fopenmp"]}
 
     arch_list, reason = _use_cuda(torch)
     if arch_list:
@@ -164,6 +168,7 @@ def get_extensions():
             sources,
             include_dirs=[os.path.abspath(csrc)],
             extra_compile_args=extra_compile_args,
+            extra_link_args=["-fopenmp"],
         )
     ]
 

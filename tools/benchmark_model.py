@@ -21,7 +21,8 @@ against Detectron2's own FCOS R-50 in the same run.
   classifiers to logits of std ~1 around -2, so that post-processing has thousands of (point,
   class) pairs above VFNet's 0.05, as a trained model does.
 - Timing: medians over ``--repeats`` calls after ``--warmup`` calls, in this process, CUDA
-  synchronised around each call. Inference under ``torch.no_grad`` in eval mode; a training step
+  synchronised around each call; the two models' calls alternate, so that a drift of the
+  machine's speed weighs on both alike. Inference under ``torch.no_grad`` in eval mode; a training step
   is forward + backward of the summed losses + an SGD step, in train mode.
 - ``--breakdown``: per-module inference times (forward hooks: the backbone's bottom-up and FPN,
   each direct child of the head, the head's own code between them, post-processing = the rest).
@@ -336,33 +337,48 @@ def main(argv=None) -> int:
         models["d2_fcos"] = build_detectron2_fcos(args.device)
     models = {k: prepare(m, args) for k, m in models.items()}
 
-    results = {}
-    for name, model in models.items():
-        res = results[name] = {}
-        if "inference" in args.modes:
-            model.eval()
-            inputs = inference_inputs(args.size, args.batch)
-            run = inference_fn(model, inputs, args.device, args.amp)
-            res["detections_per_image"] = statistics.mean(len(o["instances"]) for o in run())
-            times = time_calls(run, args.device, args.repeats, args.warmup)
-            res["inference_s"] = statistics.median(times)
-            res["inference_s_all"] = times
-            res["images_per_s"] = args.batch / res["inference_s"]
-            if args.breakdown:
-                res["breakdown_s"] = inference_breakdown(model, inputs, args.device, args.amp, args.repeats)
+    # The models' calls alternate (A, B, A, B, ...), so that a drift of the machine's speed
+    # (other jobs, frequency, the allocator's state) weighs on both alike.
+    results = {name: {} for name in models}
+    for mode in args.modes:
+        runners = {}
+        for name, model in models.items():
+            if mode == "inference":
+                model.eval()
+                inputs = inference_inputs(args.size, args.batch)
+                runners[name] = inference_fn(model, inputs, args.device, args.amp)
+                results[name]["detections_per_image"] = statistics.mean(
+                    len(o["instances"]) for o in runners[name]()
+                )
+            else:
+                model.train()
+                inputs = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
+                runners[name] = training_step_fn(model, inputs, args.device, args.amp)
+        times = {name: [] for name in models}
+        for _ in range(args.warmup):
+            for run in runners.values():
+                run()
+        for _ in range(args.repeats):
+            for name, run in runners.items():
+                times[name] += time_calls(run, args.device, 1, 0)
+        if mode == "inference" and args.breakdown:
+            samples = {name: defaultdict(list) for name in models}
+            for _ in range(args.repeats):
+                for name, model in models.items():
+                    parts = inference_breakdown(model, inference_inputs(args.size, args.batch), args.device, args.amp, 1)
+                    for part, sec in parts.items():
+                        samples[name][part].append(sec)
+            for name in models:
+                results[name]["breakdown_s"] = {k: statistics.median(v) for k, v in samples[name].items()}
+        for name, res in results.items():
+            key = "inference_s" if mode == "inference" else "train_step_s"
+            res[key] = statistics.median(times[name])
+            res[key + "_all"] = times[name]
+            if mode == "inference":
+                res["images_per_s"] = args.batch / res["inference_s"]
             if args.profile:
-                print(f"== {name}: inference, top {args.profile} ops by self time")
-                print(profile_ops(run, args.device, args.profile))
-        if "train" in args.modes:
-            model.train()
-            inputs = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
-            step = training_step_fn(model, inputs, args.device, args.amp)
-            times = time_calls(step, args.device, args.repeats, args.warmup)
-            res["train_step_s"] = statistics.median(times)
-            res["train_step_s_all"] = times
-            if args.profile:
-                print(f"== {name}: training step, top {args.profile} ops by self time")
-                print(profile_ops(step, args.device, args.profile))
+                print(f"== {name}: {mode}, top {args.profile} ops by self time")
+                print(profile_ops(runners[name], args.device, args.profile))
 
     print(f"device {args.device}, threads {torch.get_num_threads()}, amp {args.amp or 'off'}, "
           f"channels-last {args.channels_last}; medians of {args.repeats}")

@@ -61,8 +61,8 @@ class VFNetHead(nn.Module):
             reg_denoms: per-level box normalisers in pixels for "reg_denom".
             prior_prob: prior probability the classifier's bias is initialised for.
             fused_ops: run the two star-shaped deformable convs with the fused kernel
-                :func:`vfnet.ops.star_deform_conv` (default; the same output as torchvision's
-                ``deform_conv2d`` on the CPU in float32, faster and with a fraction of the
+                :func:`vfnet.ops.star_deform_conv` (default; torchvision's ``deform_conv2d``
+                within float rounding, several times faster and with a fraction of the
                 memory), or with star offsets + torchvision (the reference path). Without
                 ``vfnet._C`` the reference path runs either way.
             cpu_channels_last: on the CPU, run the head on channels-last copies of the features

@@ -8,13 +8,13 @@
 // which is torchvision's `deform_conv2d(x, star_offsets(ltrb), weight, bias, padding=1)`
 // (vfnet/ops/star_offsets.py): the sampling position is formed with the same float operations
 // (integer grid position plus the offset star_offsets stores), and sampled with the same bilinear
-// formula, so on the CPU the column matrix is bit-for-bit torchvision's. The reduction over
-// (channel, tap) is one GEMM of weight.view(O, C * 9) with the (C * 9, positions) column matrix,
-// as in torchvision.
+// formula. The reduction over (channel, tap) is, on CUDA, one GEMM of weight.view(O, C * 9) with
+// the (C * 9, positions) column matrix as in torchvision (deform_columns.h), and on the CPU a
+// stride-3 convolution of the sampled image (cpu/sampled_conv.h); either way the sums run in
+// another order than torchvision's, so results agree within float rounding.
 //
-// The kernels are those of every deformable conv of vfnet._C (deform_columns.h), with the
-// StarSampler below: the CPU (cpu/star_deform_conv.cpp) and CUDA (cuda/star_deform_conv.cu)
-// entry points, and the input checks (defined in vfnet_ops.cpp).
+// The StarSampler below says where the taps sample; the CPU (cpu/star_deform_conv.cpp) and CUDA
+// (cuda/star_deform_conv.cu) entry points, and the input checks (defined in vfnet_ops.cpp).
 #pragma once
 
 #include <ATen/ATen.h>

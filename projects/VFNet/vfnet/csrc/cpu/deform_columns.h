@@ -1,5 +1,6 @@
-// CPU kernels of VFNet's deformable convolutions (star_deform_conv, modulated_deform_conv),
-// templated on the tap sampler (../deform_columns.h) that says where each tap samples.
+// CPU kernels of VFNet's modulated deformable convolution (modulated_deform_conv; the star conv
+// has its own, sampled_conv.h), templated on the tap sampler (../deform_columns.h) that says
+// where each tap samples.
 //
 // The output positions of the batch are processed in chunks (make_column_plan): images with many
 // positions are cut into chunks of at most kColumnBytes of one weight group's columns (and at

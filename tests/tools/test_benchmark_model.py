@@ -1,0 +1,67 @@
+"""tools/benchmark_model.py: VFNet vs Detectron2's FCOS, end to end, on tiny inputs."""
+import argparse
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+from vfnet_test_utils import REPO_ROOT
+
+QUICKSTART = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_model", os.path.join(REPO_ROOT, "tools", "benchmark_model.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_both_models_and_reports_ratios(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--config-file", QUICKSTART, "--size", "64x96", "--train-size", "64x96", "--repeats", "2",
+            "--warmup", "0", "--breakdown", "--json", str(out)]
+    assert bench.main(argv) == 0
+    summary = json.loads(out.read_text())
+    assert capsys.readouterr().out.strip().splitlines()[-1] == out.read_text().strip()
+    vf, fcos = summary["results"]["vfnet"], summary["results"]["d2_fcos"]
+    for res in (vf, fcos):
+        assert len(res["inference_s_all"]) == 2 and res["inference_s"] > 0 and res["train_step_s"] > 0
+        assert res["images_per_s"] == pytest.approx(1 / res["inference_s"])
+    assert summary["vfnet_over_fcos"]["inference_s"] == pytest.approx(vf["inference_s"] / fcos["inference_s"])
+    assert summary["vfnet_over_fcos"]["train_step_s"] == pytest.approx(vf["train_step_s"] / fcos["train_step_s"])
+    # spread scores: candidates above VFNet's 0.05 reach the 100 detections of the quickstart
+    assert vf["detections_per_image"] == 100
+    parts = vf["breakdown_s"]
+    assert {"backbone: bottom-up", "backbone: FPN", "head.cls_dconv", "head.bbox_refine_dconv",
+            "head: own code", "pre/post-processing", "total"} <= set(parts)
+    measured = sum(v for k, v in parts.items() if k != "total")
+    assert measured == pytest.approx(parts["total"], rel=1e-6)
+
+
+def test_spread_scores_and_inputs(bench):
+    model = bench.build_detectron2_fcos("cpu")
+    bench.spread_classifier_scores(model, seed=3)
+    bias, weight = model.head.cls_score.bias, model.head.cls_score.weight
+    assert torch.all(bias == -2.0)
+    assert weight.std().item() == pytest.approx(2.0 / weight[0].numel() ** 0.5, rel=0.05)
+    with pytest.raises(ValueError, match="no head.cls_score"):
+        bench.spread_classifier_scores(torch.nn.Linear(2, 2), seed=0)
+    batch = bench.training_inputs((40, 50), 3, num_classes=5, boxes_per_image=4)
+    assert [b["image"].shape for b in batch] == [(3, 40, 50)] * 3
+    for b in batch:
+        boxes = b["instances"].gt_boxes.tensor
+        assert torch.all(boxes[:, 2:] > boxes[:, :2]) and torch.all(boxes[:, 2] <= 49) and torch.all(boxes[:, 3] <= 39)
+        assert b["instances"].gt_classes.max() < 5
+
+
+def test_bad_arguments(bench):
+    with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH"):
+        bench.parse_size("800")
+    with pytest.raises(argparse.ArgumentTypeError, match="positive"):
+        bench.parse_size("0x10")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--modes", "inference,bogus"])
