@@ -249,6 +249,14 @@ class FrozenStatsBatchNorm2d(FrozenBatchNorm2d):
         self.weight = nn.Parameter(weight.clone())
         self.bias = nn.Parameter(bias.clone())
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One fused op each way (its backward gives the affine's gradients too), where
+        # FrozenBatchNorm2d, whose affine has no gradient, multiplies and adds with autograd
+        # whenever x needs a gradient.
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
+
     def __repr__(self) -> str:
         return f"FrozenStatsBatchNorm2d(num_features={self.num_features}, eps={self.eps})"
 

@@ -52,8 +52,9 @@ constexpr int64_t kMinWork = 32768;
 constexpr int64_t kStride3[2] = {3, 3};
 constexpr int64_t kNoPadding[2] = {0, 0};
 constexpr int64_t kNoDilation[2] = {1, 1};
-// Output rows per band of the weight gradient's pass (backward).
-constexpr int64_t kWeightBandRows = 4;
+// Largest S of one band of the weight gradient's pass (backward): oneDNN's NCHW weight gradient
+// of the stride-3 conv is fastest at ~4 rows of a 1333-pixel-wide P3 or ~8 of a 640-wide one.
+constexpr int64_t kWeightBandBytes = int64_t(6) << 20;
 
 inline int64_t grain(int64_t work) {
   return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work));
@@ -236,7 +237,7 @@ inline at::Tensor sampled_grad(const at::Tensor& grad_out, const at::Tensor& wei
 // Two passes over the batch, each with the band size oneDNN is fastest at on the CPU: grad_S
 // (channels-last bands of up to kBandBytes) with the scatter into grad_x and the positions'
 // gradients; then grad_weight from S rebuilt and transposed to NCHW (transpose_tiled) in bands of
-// kWeightBandRows output rows, with grad_out's NCHW rows (oneDNN's channels-last weight gradient
+// at most kWeightBandBytes, with grad_out's NCHW rows (oneDNN's channels-last weight gradient
 // of a stride-3 conv is several times slower).
 template <typename T, typename Sampler>
 void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sampler,
@@ -327,10 +328,11 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
 
   // grad_weight, in NCHW bands of kWeightBandRows rows of one image.
   const auto opts = x.options().dtype(weight.scalar_type());
-  at::Tensor s_cl = at::empty({kWeightBandRows * 9 * w * c}, opts);
+  const int64_t band_rows = std::max<int64_t>(1, kWeightBandBytes / (kTaps * w * c * int64_t(sizeof(T))));
+  at::Tensor s_cl = at::empty({std::min(band_rows, h) * 9 * w * c}, opts);
   for (int64_t img = 0; img < n; ++img) {
-    for (int64_t y0 = 0; y0 < h; y0 += kWeightBandRows) {
-      const Band b{img, 1, y0, std::min<int64_t>(kWeightBandRows, h - y0)};
+    for (int64_t y0 = 0; y0 < h; y0 += band_rows) {
+      const Band b{img, 1, y0, std::min<int64_t>(band_rows, h - y0)};
       at::Tensor s = at::empty({1, c, 3 * b.rows, 3 * w}, opts);
       {
         RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
