@@ -230,6 +230,13 @@ class StarDeformConvCPUTest(unittest.TestCase):
                 torch.library.opcheck(torch.ops.vfnet.star_deform_conv.default, tuple(args))
         grad_out = torch.randn(2, 4, 5, 6)
         torch.library.opcheck(torch.ops.vfnet.star_deform_conv_backward.default, (grad_out, x, ltrb, weight))
+        # channels-last x (the head's layout on the CPU): output and grad_x in x's format, the fake
+        # kernel's strides included
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        out = star_deform_conv(x_cl, ltrb, weight, bias)
+        self.assertTrue(out.is_contiguous(memory_format=torch.channels_last))
+        torch.library.opcheck(torch.ops.vfnet.star_deform_conv.default, (x_cl, ltrb, weight, bias))
+        torch.library.opcheck(torch.ops.vfnet.star_deform_conv_backward.default, (grad_out, x_cl, ltrb, weight))
 
     def test_torch_compile_and_torchscript(self):
         x, ltrb, weight, bias = make_inputs(1, 4, 3, 5, 6, seed=11)

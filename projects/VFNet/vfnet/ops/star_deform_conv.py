@@ -38,6 +38,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from torch._prims_common import suggest_memory_format
+
 from ._checks import check_bias, check_device_of_x, check_dtype_of_x, check_features, check_grad_out
 from ._extension import HAS_C_EXTENSION, use_fused_kernels
 from .star_offsets import star_offsets
@@ -145,7 +147,10 @@ if HAS_C_EXTENSION:
     def _star_deform_conv_fake(x, ltrb, weight, bias):
         _check_inputs(x, ltrb, weight, bias)
         n, _, h, w = x.shape
-        return x.new_empty((n, weight.shape[0], h, w))
+        # The kernels return the output (and grad_x) in x's memory format.
+        return torch.empty(
+            (n, weight.shape[0], h, w), dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x)
+        )
 
     @torch.library.register_fake("vfnet::star_deform_conv_backward")
     def _star_deform_conv_backward_fake(grad_out, x, ltrb, weight):
@@ -155,7 +160,7 @@ if HAS_C_EXTENSION:
         o = weight.shape[0]
         check_grad_out(op, grad_out, x, (n, o, h, w))
         return (
-            x.new_empty(x.shape),
+            torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x)),
             ltrb.new_empty(ltrb.shape),
             weight.new_empty(weight.shape),
             x.new_empty((o,)),

@@ -59,7 +59,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
   const at::Tensor grad_out = grad_out_in.to(ct);
   const at::Tensor weight = weight_in.to(ct).contiguous();
 
-  at::Tensor grad_x = at::zeros(x_in.sizes(), x_in.options().memory_format(x_in.suggest_memory_format()));
+  // In x's memory format (at::zeros ignores the options' memory format).
+  at::Tensor grad_x = at::empty(x_in.sizes(), x_in.options(), x_in.suggest_memory_format()).zero_();
   at::Tensor grad_ltrb = at::zeros(ltrb.sizes(), ltrb.options());
   at::Tensor grad_weight = at::zeros(weight.sizes(), weight.options());
   at::Tensor grad_bias = at::sum(grad_out, {0, 2, 3}, false, ct);

@@ -46,7 +46,8 @@ at::Tensor star_deform_conv_cuda(
   if (bias.has_value() && bias->defined()) {
     out.add_(bias->view({1, out_channels, 1, 1}));
   }
-  return out;
+  // In x's memory format, as on the CPU (and the fake kernel).
+  return out.contiguous(x_in.suggest_memory_format());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_backward_cuda(
@@ -87,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
         });
   }
   return std::make_tuple(
-      grad_x_acc.to(dtype),
+      grad_x_acc.to(dtype).contiguous(x_in.suggest_memory_format()),
       grad_ltrb.to(ltrb_in.scalar_type()),
       grad_weight2d.view(weight_in.sizes()).to(weight_in.scalar_type()),
       grad_bias.to(dtype));
