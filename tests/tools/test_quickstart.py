@@ -19,8 +19,9 @@ TINY = [
 ]
 
 # Measured on the project's 2-core machine (seeded, so the same every run there): 300 iterations reach
-# 40.0 AP in about a minute; with the VFL targets written to the wrong class (gt + 1, a one-line bug in
-# VFNet.losses) the same run reaches 10.1.
+# 33.6 AP in about a minute (40.0 before the CPU speed work of issue 11 changed the float rounding of
+# the head); with the VFL targets written to the wrong class (gt + 1, a one-line bug in VFNet.losses)
+# the same run reached 10.1.
 GUARD_ITERS = 300
 GUARD_MIN_AP = 25.0
 
@@ -75,7 +76,8 @@ class QuickstartToolTest(unittest.TestCase):
             ])
             with open(os.path.join(out, "quickstart_summary.json")) as f:
                 summary = json.load(f)
-            self.assertGreaterEqual(summary["bbox_AP"], GUARD_MIN_AP)
+            self.assertGreaterEqual(summary["bbox_AP"], GUARD_MIN_AP, summary)
+            print(f"tiny-split guard: {summary['bbox_AP']:.1f} AP")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ inline std::vector<Band> make_bands(int64_t n, int64_t h, int64_t w, int64_t c, 
 // the padded batch), its bilinear weights (0 where the sample is outside the map) and mask.
 template <typename T>
 struct Tap {
-  int64_t corner; // -1: outside the map (value 0)
+  int64_t corner; // -1: no coordinate gradient (outside [-1, H) x [-1, W))
   T w1, w2, w3, w4, m;
   BilinearSample<T> s;
 };
