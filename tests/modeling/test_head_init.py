@@ -69,3 +69,28 @@ class HeadInitTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HeadMemoryFormatTest(unittest.TestCase):
+    def test_cpu_channels_last_gives_the_same_outputs(self):
+        # The head's default on the CPU: channels-last copies of the features (faster oneDNN
+        # convs); the outputs equal the NCHW head's within float rounding, and are channels-last
+        # unless a DCNv2 tower conv (whose kernel returns NCHW) comes first.
+        g = torch.Generator().manual_seed(0)
+        features = [torch.randn(2, 64, 192 // s, 160 // s, generator=g) for s in (8, 16, 32, 64, 128)]
+        for dcn in (False, True):
+            head = build_head(dcn_on_last_conv=dcn, channels=64, seed=3)
+            with torch.no_grad():
+                for conv in [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]:
+                    conv.weight.normal_(0, 0.05)  # a head whose outputs vary (not the init's ~0)
+            self.assertTrue(head.cpu_channels_last)
+            with torch.no_grad():
+                fast = head(features)
+                head.cpu_channels_last = False
+                plain = head(features)
+            for fast_level, plain_level in zip(fast, plain):
+                for a, b in zip(fast_level, plain_level):
+                    self.assertTrue(b.is_contiguous())
+                    if not dcn:
+                        self.assertTrue(a.is_contiguous(memory_format=torch.channels_last))
+                    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

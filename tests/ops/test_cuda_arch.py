@@ -112,5 +112,18 @@ class BuiltExtensionTest(unittest.TestCase):
             self.assertTrue(runs_on(archs, torch.cuda.get_device_capability()))
 
 
+def test_extension_built_with_openmp():
+    # Without OpenMP, ATen's at::parallel_for in the extension's CPU kernels runs on one thread.
+    from vfnet.ops import HAS_C_EXTENSION
+
+    if not HAS_C_EXTENSION:
+        import pytest
+
+        pytest.skip("vfnet._C is not built")
+    import vfnet._C as ext
+
+    assert ext.openmp == 1
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -67,7 +67,8 @@ class VFNetHead(nn.Module):
                 ``vfnet._C`` the reference path runs either way.
             cpu_channels_last: on the CPU, run the head on channels-last copies of the features
                 (oneDNN's channels-last convolutions are ~15-25% faster there, and the fused
-                star conv then needs no layout change); the outputs are then channels-last too.
+                star conv then needs no layout change); the outputs are then channels-last too
+                (not after a DCNv2 tower conv, ``dcn_on_last_conv``, whose kernel returns NCHW).
                 Values are the same within float rounding; on other devices nothing changes.
         """
         super().__init__()
@@ -135,7 +136,7 @@ class VFNetHead(nn.Module):
         """
         Args:
             features: one (N, C, H_l, W_l) map per level, finest first.
-        Returns (channels-last tensors on the CPU unless ``cpu_channels_last`` is off):
+        Returns (channels-last on the CPU with ``cpu_channels_last`` and no DCNv2 tower conv):
             logits: per level (N, num_classes, H_l, W_l) IACS logits.
             boxes_init: per level (N, 4, H_l, W_l) initial (l, t, r, b) in input pixels, float32.
             boxes_refine: per level (N, 4, H_l, W_l) refined (l, t, r, b) in input pixels, float32.

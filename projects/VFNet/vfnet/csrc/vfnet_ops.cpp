@@ -24,7 +24,8 @@
 #define VFNET_STRINGIFY(...) VFNET_STRINGIFY_(__VA_ARGS__)
 
 // `import vfnet._C` loads this library (and so runs the registrations below); the ops live
-// under torch.ops.vfnet, the module itself only has the string `cuda_arch_list`.
+// under torch.ops.vfnet, the module itself only has the string `cuda_arch_list` and the int
+// `openmp` (1 when built with OpenMP: without it at::parallel_for runs on one thread).
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
@@ -35,9 +36,15 @@ PyObject* PyInit__C(void) {
       nullptr, /* methods */
   };
   PyObject* module = PyModule_Create(&module_def);
+#ifdef _OPENMP
+  const long openmp = 1;
+#else
+  const long openmp = 0;
+#endif
   if (module != nullptr &&
-      PyModule_AddStringConstant(
-          module, "cuda_arch_list", VFNET_STRINGIFY(VFNET_CUDA_ARCH_LIST)) < 0) {
+      (PyModule_AddStringConstant(
+           module, "cuda_arch_list", VFNET_STRINGIFY(VFNET_CUDA_ARCH_LIST)) < 0 ||
+       PyModule_AddIntConstant(module, "openmp", openmp) < 0)) {
     Py_DECREF(module);
     return nullptr;
   }
