@@ -309,22 +309,19 @@ def _check_fixture(fixture: Mapping) -> dict:
     images = ImageList(img, image_sizes)
 
     features, (logits, boxes_init, boxes_refine) = _run_head(model, img)
-    if fixture.get("neck_outs") is not None:
-        report["neck_max_abs"] = max(_max_abs(a, b) for a, b in zip(features, fixture["neck_outs"]))
     ref = fixture["head_outputs_train"]
-    head = {
-        "cls_logits": max(_max_abs(a, b) for a, b in zip(logits, ref["cls_scores"])),
-        "bbox_init": max(_max_abs(a, b) for a, b in zip(boxes_init, ref["bbox_preds"])),
-        "bbox_refine": max(_max_abs(a, b) for a, b in zip(boxes_refine, ref["bbox_preds_refine"])),
-    }
-    report["head_max_abs"] = head
+    # (ours, reference) per level of each compared output
     pairs = {
-        "cls_logits": zip(logits, ref["cls_scores"]),
-        "bbox_init": zip(boxes_init, ref["bbox_preds"]),
-        "bbox_refine": zip(boxes_refine, ref["bbox_preds_refine"]),
+        "cls_logits": list(zip(logits, ref["cls_scores"])),
+        "bbox_init": list(zip(boxes_init, ref["bbox_preds"])),
+        "bbox_refine": list(zip(boxes_refine, ref["bbox_preds_refine"])),
     }
     if fixture.get("neck_outs") is not None:
-        pairs["neck"] = zip(features, fixture["neck_outs"])
+        pairs["neck"] = list(zip(features, fixture["neck_outs"]))
+    max_abs = {k: max(_max_abs(a, b) for a, b in v) for k, v in pairs.items()}
+    if "neck" in max_abs:
+        report["neck_max_abs"] = max_abs.pop("neck")
+    report["head_max_abs"] = max_abs
     report["head_max_excess"] = {k: max(_max_excess(a, b) for a, b in v) for k, v in pairs.items()}
     head_ok = all(v <= TOLERANCES["head_abs"] for v in report["head_max_excess"].values())
 
