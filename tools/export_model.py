@@ -51,6 +51,7 @@ from vfnet.export import (  # noqa: E402
     prepare_for_export,
     script_model,
 )
+from vfnet.head_parts import spread_classifier_scores  # noqa: E402
 from vfnet.predictor import build_predictor  # noqa: E402
 
 logger = logging.getLogger("vfnet.export_model")
@@ -105,19 +106,6 @@ def load_input(predictor, path: str) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32"))
 
 
-def spread_scores(model, seed: int) -> None:
-    head = getattr(model, "head", None)
-    if head is None or not hasattr(head, "cls_score"):
-        raise ValueError("--spread-scores: the model has no head.cls_score (VFNet's classifier)")
-    weight = head.cls_score.weight
-    fan_in = weight[0].numel()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        # Logits of std ~1 around -2: scores mostly 0.02-0.5, far from float32's saturation at 1.
-        weight.copy_(torch.randn(weight.shape, generator=g) * (2.0 / fan_in**0.5))
-        head.cls_score.bias.fill_(-2.0)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="vfnet")
@@ -134,7 +122,7 @@ def main(argv=None) -> int:
     predictor, _ = build_predictor(args.config_file, weights, args.opts, device=args.device)
     model = predictor.model
     if args.spread_scores is not None:
-        spread_scores(model, args.spread_scores)
+        spread_classifier_scores(model, args.spread_scores)
     prepare_for_export(model)
 
     sample = args.sample_image

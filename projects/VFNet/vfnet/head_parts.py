@@ -1,7 +1,8 @@
 """
 The building blocks the dense heads share (VFNet's, its ablation's, ATSS', FoveaBox's,
 RepPoints'): their towers of 3x3 convs, the one input width they accept, VFNet's box
-normalisers, the damped-gradient star boxes and the N(0, 0.01) initialisation.
+normalisers, the damped-gradient star boxes and the N(0, 0.01) initialisation; and, for timing
+and exporting models with random weights, a classifier redrawn to spread its scores.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -13,7 +14,15 @@ from torch.nn import functional as F
 
 from .layers import ModulatedDeformConv2d
 
-__all__ = ["tower_conv", "conv_tower", "input_channels", "box_normalizers", "damped_star_boxes", "init_dense_head"]
+__all__ = [
+    "tower_conv",
+    "conv_tower",
+    "input_channels",
+    "box_normalizers",
+    "damped_star_boxes",
+    "init_dense_head",
+    "spread_classifier_scores",
+]
 
 
 def tower_conv(in_channels: int, channels: int, norm: str) -> Conv2d:
@@ -82,3 +91,21 @@ def init_dense_head(head: nn.Module, classifier: nn.Conv2d, prior_prob: float, a
             if module.bias is not None:
                 nn.init.constant_(module.bias, 0.0)
     nn.init.constant_(classifier.bias, -math.log((1 - prior_prob) / prior_prob))
+
+
+def spread_classifier_scores(model: nn.Module, seed: int) -> None:
+    """
+    Redraw ``model.head.cls_score`` (a conv: VFNet's, Detectron2's RetinaNet/FCOS heads') so that
+    its logits have std ~1 around -2 and the scores spread mostly over 0.02-0.5, far from float32's
+    saturation at 1. With the prior-initialised classifier every score of a random model is about
+    0.01, below the score threshold, and post-processing would see no candidate: exports are
+    checked and models timed with this instead.
+    """
+    head = getattr(model, "head", None)
+    if head is None or not isinstance(getattr(head, "cls_score", None), nn.Conv2d):
+        raise ValueError(f"spread_classifier_scores: {type(model).__name__} has no head.cls_score conv")
+    weight = head.cls_score.weight
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.copy_(torch.randn(weight.shape, generator=g) * (2.0 / weight[0].numel() ** 0.5))
+        head.cls_score.bias.fill_(-2.0)
