@@ -48,6 +48,8 @@ except ImportError:  # running from a source checkout without `make install`
 import torch
 from torch import nn
 
+from vfnet.head_parts import spread_classifier_scores  # noqa: E402
+
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "configs", "COCO-Detection", "vfnet_R_50_FPN_1x.py"
 )
@@ -135,18 +137,6 @@ def build_detectron2_fcos(device: str) -> nn.Module:
     return instantiate(cfg.model).to(device)
 
 
-def spread_classifier_scores(model: nn.Module, seed: int) -> None:
-    """Set ``model.head.cls_score`` to logits of std ~1 around -2 (scores mostly 0.02-0.5)."""
-    head = getattr(model, "head", None)
-    if head is None or not isinstance(getattr(head, "cls_score", None), nn.Conv2d):
-        raise ValueError(f"--spread-scores: {type(model).__name__} has no head.cls_score conv")
-    weight = head.cls_score.weight
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight.copy_(torch.randn(weight.shape, generator=g) * (2.0 / weight[0].numel() ** 0.5))
-        head.cls_score.bias.fill_(-2.0)
-
-
 # ------------------------------------------------------------------------------------- inputs
 
 
@@ -191,18 +181,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> List[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
+def time_call(fn: Callable[[], object], device: str) -> float:
+    """Seconds of one call of ``fn``, CUDA synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def autocast_context(device: str, amp: Optional[str]):
@@ -267,41 +252,33 @@ class ModuleTimer:
             h.remove()
 
 
-def inference_breakdown(model, inputs, device, amp, repeats) -> Dict[str, float]:
-    """Median seconds per inference call of: the backbone's bottom-up, the rest of the backbone
-    (FPN), each direct child of the head, the head's own code, everything else (pre- and
+def inference_breakdown(model, inputs, device, amp) -> Dict[str, float]:
+    """Seconds of one (warm) inference call spent in: the backbone's bottom-up, the rest of the
+    backbone (FPN), each direct child of the head, the head's own code, everything else (pre- and
     post-processing), and the whole call."""
     parts: Dict[str, nn.Module] = {"backbone": model.backbone, "head": model.head}
     if hasattr(model.backbone, "bottom_up"):
         parts["backbone.bottom_up"] = model.backbone.bottom_up
     children = {f"head.{n}": m for n, m in model.head.named_children()}
     parts.update(children)
-    run = inference_fn(model, inputs, device, amp)
-    samples = defaultdict(list)
-    run()
-    for _ in range(repeats):
-        timer = ModuleTimer(parts, device)
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        total = time.perf_counter() - t0
+    timer = ModuleTimer(parts, device)
+    try:
+        total = time_call(inference_fn(model, inputs, device, amp), device)
+    finally:
         timer.remove()
-        t = timer.totals
-        rows = {}
-        if "backbone.bottom_up" in t:
-            rows["backbone: bottom-up"] = t["backbone.bottom_up"]
-            rows["backbone: FPN"] = t["backbone"] - t["backbone.bottom_up"]
-        else:
-            rows["backbone"] = t["backbone"]
-        for name in children:
-            rows[name] = t[name]
-        rows["head: own code"] = t["head"] - sum(t[n] for n in children)
-        rows["pre/post-processing"] = total - t["backbone"] - t["head"]
-        rows["total"] = total
-        for k, v in rows.items():
-            samples[k].append(v)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    t = timer.totals
+    rows = {}
+    if "backbone.bottom_up" in t:
+        rows["backbone: bottom-up"] = t["backbone.bottom_up"]
+        rows["backbone: FPN"] = t["backbone"] - t["backbone.bottom_up"]
+    else:
+        rows["backbone"] = t["backbone"]
+    for name in children:
+        rows[name] = t[name]
+    rows["head: own code"] = t["head"] - sum(t[n] for n in children)
+    rows["pre/post-processing"] = total - t["backbone"] - t["head"]
+    rows["total"] = total
+    return rows
 
 
 def profile_ops(fn, device: str, top: int) -> str:
@@ -342,30 +319,30 @@ def main(argv=None) -> int:
     results = {name: {} for name in models}
     for mode in args.modes:
         runners = {}
+        inputs = inference_inputs(args.size, args.batch) if mode == "inference" else None
         for name, model in models.items():
             if mode == "inference":
                 model.eval()
-                inputs = inference_inputs(args.size, args.batch)
                 runners[name] = inference_fn(model, inputs, args.device, args.amp)
                 results[name]["detections_per_image"] = statistics.mean(
                     len(o["instances"]) for o in runners[name]()
                 )
             else:
                 model.train()
-                inputs = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
-                runners[name] = training_step_fn(model, inputs, args.device, args.amp)
+                batch = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
+                runners[name] = training_step_fn(model, batch, args.device, args.amp)
         times = {name: [] for name in models}
         for _ in range(args.warmup):
             for run in runners.values():
                 run()
         for _ in range(args.repeats):
             for name, run in runners.items():
-                times[name] += time_calls(run, args.device, 1, 0)
+                times[name].append(time_call(run, args.device))
         if mode == "inference" and args.breakdown:
             samples = {name: defaultdict(list) for name in models}
             for _ in range(args.repeats):
                 for name, model in models.items():
-                    parts = inference_breakdown(model, inference_inputs(args.size, args.batch), args.device, args.amp, 1)
+                    parts = inference_breakdown(model, inputs, args.device, args.amp)
                     for part, sec in parts.items():
                         samples[name][part].append(sec)
             for name in models:
