@@ -1,5 +1,9 @@
-"""Shared helpers of the tests: a small VFNet that runs in well under a second on a CPU."""
+"""Shared helpers of the tests: a small VFNet that runs in well under a second on a CPU, the
+project's tools loaded as modules, and a torch thread count set for a block or a test case."""
+import contextlib
+import importlib.util
 import os
+import unittest
 
 import torch
 from detectron2.config import instantiate
@@ -53,3 +57,35 @@ def make_instances(image_size, boxes, classes) -> Instances:
 def random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (3, height, width), generator=g).float()
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (the tools are scripts, not a package), loaded by its path."""
+    spec = importlib.util.spec_from_file_location(f"vfnet_tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class OneThreadTestCase(unittest.TestCase):
+    """A TestCase whose tests run with one torch thread (tiny models: threads cost more than they give)."""
+
+    def setUp(self):
+        super().setUp()
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def tearDown(self):
+        torch.set_num_threads(self._threads)
+        super().tearDown()

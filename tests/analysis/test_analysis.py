@@ -36,7 +36,7 @@ from vfnet.analysis.plots import plot_pr_curves, plot_reliability_diagram, plot_
 from vfnet.analysis.reports import write_detection_analysis
 from vfnet.analysis.training_curves import ap_keys, loss_keys
 
-from vfnet_test_utils import random_image, small_vfnet
+from vfnet_test_utils import load_tool, random_image, small_vfnet
 
 
 def coco_dataset(images, annotations, categories):
@@ -336,17 +336,6 @@ class ReportTest(unittest.TestCase):
             bars = figure.axes[0].patches
             self.assertEqual([round(b.get_height(), 6) for b in bars], [0.0, 0.5])
             self.assertEqual(cv2.imread(os.path.join(tmp, "r.png")).shape[:2], (650, 550))
-
-
-def load_tool(name):
-    import importlib.util
-
-    from vfnet_test_utils import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location(f"vfnet_tool_{name}", os.path.join(REPO_ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class ToolsTest(unittest.TestCase):

@@ -7,7 +7,6 @@ RetinaNet (.py) and ATSS (.yaml) through tools/train_net.py with COCO evaluation
 ``DefaultPredictor`` with the ATSS .yaml.
 """
 import glob
-import importlib.util
 import json
 import os
 import tempfile
@@ -22,7 +21,7 @@ from detectron2.modeling import build_model
 from omegaconf import OmegaConf
 
 from vfnet.engine import do_train, load_config
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import REPO_ROOT, load_tool
 
 COCO = {
     "retinanet": "RetinaNetVFL",
@@ -63,10 +62,7 @@ def _py_configs(directory):
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO_ROOT, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_net")
 
 
 class ConfigsBuildTest(unittest.TestCase):

@@ -14,7 +14,7 @@ from detectron2.utils.events import EventStorage
 from vfnet import add_vfnet_config
 from vfnet.checkpoint import IncompatibleCheckpointError, VFNetCheckpointer
 from vfnet.engine import AutocastTrainer, apply_overrides, load_config
-from vfnet_test_utils import REPO_ROOT, small_vfnet
+from vfnet_test_utils import REPO_ROOT, OneThreadTestCase, small_vfnet
 
 R50_PY = os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet_R_50_FPN_1x.py")
 R50_YAML = os.path.join(REPO_ROOT, "configs", "COCO-Detection", "vfnet_R_50_FPN_1x.yaml")
@@ -239,15 +239,8 @@ class AutocastTrainerTest(unittest.TestCase):
             trainer.run_step()
 
 
-class YacsTrainingTest(unittest.TestCase):
+class YacsTrainingTest(OneThreadTestCase):
     """Two iterations of the quickstart's .yaml through the yacs Trainer on the tiny shapes split."""
-
-    def setUp(self):
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def tearDown(self):
-        torch.set_num_threads(self.threads)
 
     def test_quickstart_yaml_trains(self):
         from vfnet.engine import Trainer

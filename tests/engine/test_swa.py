@@ -6,7 +6,6 @@ end-to-end main run + SWA phase on the synthetic shapes on the CPU.
 """
 
 import contextlib
-import importlib.util
 import io
 import math
 import os
@@ -22,18 +21,14 @@ from detectron2.solver import LRMultiplier
 
 from vfnet.lr_scheduler import CyclicCosineParamScheduler
 from vfnet.swa import CheckpointMismatchError, ParameterAverage, SWAHook, average_checkpoints, average_state_dicts
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import REPO_ROOT, OneThreadTestCase, load_tool
 
 REPO = REPO_ROOT
 
 
 def run_tool(argv):
     """tools/average_checkpoints.py's main(argv), in this process: (exit code, stdout, stderr)."""
-    spec = importlib.util.spec_from_file_location(
-        "average_checkpoints_tool", os.path.join(REPO, "tools", "average_checkpoints.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("average_checkpoints")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = tool.main(argv)
@@ -468,15 +463,8 @@ class SWAEndToEndTest(unittest.TestCase):
                 self.assertEqual(f.read().count('"swa_bbox/AP"'), 3)
 
 
-class YacsSWATest(unittest.TestCase):
+class YacsSWATest(OneThreadTestCase):
     """SOLVER.SWA with the yacs Trainer: an SWA-only run of 2 epochs of 2 iterations from MODEL.WEIGHTS."""
-
-    def setUp(self):
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def tearDown(self):
-        torch.set_num_threads(self.threads)
 
     def test_swa_only_run(self):
         from detectron2.modeling import build_model

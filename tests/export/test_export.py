@@ -1,5 +1,4 @@
 """Export of VFNet (vfnet.export, tools/export_model.py): TorchScript by tracing, ONNX with DeformConv."""
-import importlib.util
 import json
 import os
 
@@ -23,7 +22,7 @@ from vfnet.export import (
 )
 from vfnet.layers import ModulatedDeformConv2d, StarDeformConv2d
 
-from vfnet_test_utils import REPO_ROOT, random_image, small_vfnet
+from vfnet_test_utils import REPO_ROOT, load_tool, random_image, small_vfnet
 
 import onnx  # requirements.txt: the export tests never skip silently
 import onnxruntime
@@ -184,10 +183,7 @@ def test_detection_agreement():
 
 
 def _export_model_tool():
-    spec = importlib.util.spec_from_file_location("export_model_tool", os.path.join(REPO_ROOT, "tools", "export_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("export_model")
 
 
 def test_export_model_tool_on_the_quickstart_yaml(tmp_path, capsys):

@@ -5,7 +5,6 @@ the fixtures in tests/data): every key lands on the model, the names are those o
 configs' models, and other layouts are refused by name.
 """
 import contextlib
-import importlib.util
 import io
 import os
 import tempfile
@@ -19,7 +18,7 @@ from vfnet.mmdet_checkpoint import UnsupportedCheckpointError
 from vfnet.mmdet_checkpoint_detectors import convert_dense_detector_state_dict, converted_mmdet_checkpoint, detect_dense_detector
 from vfnet.mmdet_parity import decode_fixture_weights, load_fixture
 from vfnet.mmdet_parity_detectors import build_from_mmdet_config
-from vfnet_test_utils import REPO_ROOT, fixture_paths
+from vfnet_test_utils import REPO_ROOT, fixture_paths, load_tool
 
 DATA = os.path.join(REPO_ROOT, "tests", "data")
 COCO_CONFIGS = {
@@ -44,10 +43,7 @@ def tearDownModule():
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("convert_mmdet_checkpoint", os.path.join(REPO_ROOT, "tools", "convert_mmdet_checkpoint.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("convert_mmdet_checkpoint")
 
 
 def _reference_state_dict(detector):

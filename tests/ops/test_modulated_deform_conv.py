@@ -5,7 +5,6 @@ The reference is torchvision's deform_conv2d with the same offsets and mask
 (vfnet.ops.modulated_deform_conv_reference); on the CPU in float32 with one thread (the setting of
 the MMDetection parity check) the fused op must reproduce it bit for bit.
 """
-import contextlib
 import unittest
 
 import torch
@@ -13,22 +12,13 @@ from torch import nn
 
 from vfnet.layers import ModulatedDeformConv2d
 from vfnet.ops import HAS_C_EXTENSION, modulated_deform_conv, modulated_deform_conv_reference
+# num_threads(1) in the float64 tests: MKL's float64 GEMMs of small shapes can take milliseconds each
+# with two threads on a busy machine.
+from vfnet_test_utils import num_threads
 
 CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
 needs_cuda = unittest.skipUnless(CUDA, "needs a GPU and vfnet._C built with CUDA")
-
-
-@contextlib.contextmanager
-def num_threads(n):
-    """Runs the block with n intra-op threads. The float64 tests use one: MKL's float64 GEMMs of
-    small shapes can take milliseconds each with two threads on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def out_size(size, stride, padding, dilation):

@@ -4,7 +4,6 @@ The reference is torchvision's deform_conv2d with explicit star offsets
 (vfnet.ops.star_deform_conv_reference): within float rounding in float32 (the CPU kernel sums in
 oneDNN's order, torchvision in MKL's), to 1e-12 in float64.
 """
-import contextlib
 import os
 import subprocess
 import sys
@@ -14,22 +13,13 @@ import unittest
 import torch
 
 from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference
+from vfnet_test_utils import num_threads
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
 needs_cuda = unittest.skipUnless(CUDA, "needs a GPU and vfnet._C built with CUDA")
-
-
-@contextlib.contextmanager
-def num_threads(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def make_inputs(n, c, o, h, w, dtype=torch.float32, seed=0, reach=1.5, bias=True, device="cpu"):

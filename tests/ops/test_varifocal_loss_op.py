@@ -1,6 +1,5 @@
 """Tests of vfnet.ops.varifocal_loss, the fused Varifocal Loss (kernels in vfnet._C: CPU always,
 CUDA when available), against the eager reference vfnet.losses.varifocal_loss."""
-import contextlib
 import math
 import unittest
 
@@ -8,22 +7,13 @@ import torch
 
 from vfnet.losses import varifocal_loss as eager_varifocal_loss
 from vfnet.ops import HAS_C_EXTENSION, varifocal_loss
+from vfnet_test_utils import num_threads
 
 CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
 needs_cuda = unittest.skipUnless(CUDA, "needs a GPU and vfnet._C built with CUDA")
 
 REDUCTIONS = ("none", "sum", "mean")
-
-
-@contextlib.contextmanager
-def num_threads(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def make_inputs(*shape, dtype=torch.float32, seed=0, positive_fraction=0.05, scale=4.0, device="cpu"):

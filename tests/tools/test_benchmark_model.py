@@ -1,23 +1,19 @@
 """tools/benchmark_model.py: VFNet vs Detectron2's FCOS, end to end, on tiny inputs."""
 import argparse
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
 
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import REPO_ROOT, load_tool
 
 QUICKSTART = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_model", os.path.join(REPO_ROOT, "tools", "benchmark_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("benchmark_model")
 
 
 def test_runs_both_models_and_reports_ratios(bench, tmp_path, capsys):

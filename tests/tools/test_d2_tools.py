@@ -1,5 +1,4 @@
 """Detectron2's own tools on VFNet: the runner for yaml configs (vfnet.d2_tools) and the imports they need."""
-import importlib.util
 import os
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 
 from vfnet.d2_tools import get_vfnet_cfg, run_tool
 
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import REPO_ROOT, load_tool
 
 QUICKSTART_YAML = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.yaml")
 
@@ -26,9 +25,7 @@ def test_detectron2_analysis_and_export_import():
 
 
 def test_install_redoes_a_fallback_of_an_older_revision():
-    spec = importlib.util.spec_from_file_location("vfnet_install", os.path.join(REPO_ROOT, "tools", "install.py"))
-    install = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(install)
+    install = load_tool("install")
     with open(os.path.join(REPO_ROOT, "tools", "detectron2_fallback", "_C.py")) as f:
         line = next(line for line in f if line.startswith("FALLBACK_REVISION = "))
     assert install.fallback_revision() == int(line.split("=")[1]) >= 2

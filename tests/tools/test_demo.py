@@ -4,7 +4,6 @@ tools/demo.py's frame loops with a fake camera and a fake predictor: the webcam 
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import tempfile
@@ -16,14 +15,11 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import load_tool
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("vfnet_demo_tool", os.path.join(REPO_ROOT, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("demo")
 
 
 demo = load_demo()

@@ -1,5 +1,4 @@
 """tools/quickstart.py end to end on the tiny shapes split: 2 iterations, evaluation, drawings, analysis, summary."""
-import importlib.util
 import json
 import os
 import tempfile
@@ -7,7 +6,7 @@ import unittest
 
 import torch
 
-from vfnet_test_utils import REPO_ROOT
+from vfnet_test_utils import OneThreadTestCase, load_tool
 
 TINY = [
     "dataloader.train.dataset.names=vfnet_shapes_train_tiny",
@@ -26,26 +25,11 @@ GUARD_ITERS = 300
 GUARD_MIN_AP = 25.0
 
 
-def _quickstart_tool():
-    path = os.path.join(REPO_ROOT, "tools", "quickstart.py")
-    spec = importlib.util.spec_from_file_location("vfnet_quickstart_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class QuickstartToolTest(unittest.TestCase):
-    def setUp(self):
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def tearDown(self):
-        torch.set_num_threads(self.threads)
-
+class QuickstartToolTest(OneThreadTestCase):
     def test_two_iterations_write_the_summary_of_the_evaluation(self):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "qs")
-            _quickstart_tool().main(["--output-dir", out, "--num-processes", "1", "--num-images", "2", *TINY])
+            load_tool("quickstart").main(["--output-dir", out, "--num-processes", "1", "--num-images", "2", *TINY])
             self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))  # --output-dir wins over the config's
             with open(os.path.join(out, "eval_metrics.json")) as f:
                 bbox = json.load(f)["bbox"]  # written by the evaluation
@@ -65,7 +49,7 @@ class QuickstartToolTest(unittest.TestCase):
         torch.set_num_threads(2)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "qs")
-            _quickstart_tool().main([
+            load_tool("quickstart").main([
                 "--output-dir", out, "--num-processes", "1", "--num-images", "0",
                 "dataloader.train.dataset.names=vfnet_shapes_train_tiny",
                 "dataloader.test.dataset.names=vfnet_shapes_train_tiny",
