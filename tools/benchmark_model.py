@@ -134,7 +134,30 @@ def build_detectron2_fcos(device: str) -> nn.Module:
 
     cfg = model_zoo.get_config(FCOS_ZOO_CONFIG)
     cfg.model.head.norm = _group_norm_32
-    return instantiate(cfg.model).to(device)
+    model = instantiate(cfg.model).to(device)
+    model.losses = _float32_losses(model.losses, torch.device(device).type)
+    return model
+
+
+def _float32_losses(losses, device_type: str):
+    """``losses`` run outside autocast on float32 copies of its floating-point tensor arguments.
+
+    Detectron2's FCOS loss goes through fvcore's ``giou_loss``, whose in-place masked assignment
+    fails on bfloat16/float16 predictions under autocast ("Index put requires the source and
+    destination dtypes match"); VFNet casts its predictions to float32 for its losses too."""
+
+    def cast(value):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.float()
+        if isinstance(value, (list, tuple)):
+            return type(value)(cast(v) for v in value)
+        return value
+
+    def run(*args, **kwargs):
+        with torch.autocast(device_type=device_type, enabled=False):
+            return losses(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+
+    return run
 
 
 # ------------------------------------------------------------------------------------- inputs

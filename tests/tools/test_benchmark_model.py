@@ -61,3 +61,24 @@ def test_bad_arguments(bench):
         bench.parse_size("0x10")
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "inference,bogus"])
+
+
+def test_fcos_trains_under_bfloat16_autocast(bench):
+    # Detectron2's FCOS loss (fvcore's giou_loss) fails on bfloat16 predictions; the tool runs it in
+    # float32, so `--amp bf16` times a training step of both models.
+    model = bench.build_detectron2_fcos("cpu")
+    inputs = bench.training_inputs((64, 96), 2, num_classes=80, boxes_per_image=3)
+    step = bench.training_step_fn(model, inputs, "cpu", "bf16")
+    loss = step()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    args = [torch.ones(2, dtype=torch.bfloat16), [torch.ones(1, dtype=torch.float16), torch.arange(2)], "x"]
+    seen = {}
+
+    def losses(a, b, c, d=None):
+        seen.update(a=a, b=b, c=c, d=d, autocast=torch.is_autocast_enabled("cpu"))
+        return {}
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bench._float32_losses(losses, "cpu")(*args, d=torch.zeros(1, dtype=torch.bfloat16))
+    assert seen["a"].dtype == torch.float32 and seen["d"].dtype == torch.float32 and not seen["autocast"]
+    assert [t.dtype for t in seen["b"]] == [torch.float32, torch.int64] and seen["c"] == "x"
