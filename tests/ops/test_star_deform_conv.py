@@ -587,5 +587,66 @@ class StarDeformConvCUDATest(unittest.TestCase):
             torch.ops.vfnet.star_deform_conv(x.cuda(), ltrb, weight.cuda(), bias.cuda())
 
 
+class SampledImagePathMixin:
+    """Runs the class's tests with VFNET_CUDA_STAR_CONV=sampled: the CUDA star conv as a stride-3
+    cuDNN conv of the sampled image (csrc/cuda/sampled_conv.cuh) instead of the column GEMMs."""
+
+    def setUp(self):
+        super().setUp()
+        self._previous_path = os.environ.get("VFNET_CUDA_STAR_CONV")
+        os.environ["VFNET_CUDA_STAR_CONV"] = "sampled"
+        # cuDNN's float32 convs use TF32 by default, and so does this path (as any conv): off
+        # here, so that the float32 comparisons keep their tolerances.
+        self._previous_tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+
+    def tearDown(self):
+        torch.backends.cudnn.allow_tf32 = self._previous_tf32
+        if self._previous_path is None:
+            os.environ.pop("VFNET_CUDA_STAR_CONV", None)
+        else:
+            os.environ["VFNET_CUDA_STAR_CONV"] = self._previous_path
+        super().tearDown()
+
+
+@needs_cuda
+class StarDeformConvSampledImageCUDATest(SampledImagePathMixin, StarDeformConvCUDATest):
+    def test_path_is_a_strided_convolution(self):
+        x, ltrb, weight, bias = make_inputs(2, 8, 4, 6, 7, seed=50, device="cuda")
+        self.assertEqual(count_calls("aten::mm", forward_and_backward, x, ltrb, weight, bias), 0)
+        self.assertEqual(count_calls("aten::convolution", star_deform_conv, x, ltrb, weight, bias), 1)
+        self.assertEqual(count_calls("aten::convolution_backward", forward_and_backward, x, ltrb, weight, bias), 1)
+        os.environ["VFNET_CUDA_STAR_CONV"] = "bogus"
+        with self.assertRaisesRegex(RuntimeError, "VFNET_CUDA_STAR_CONV must be 'columns' or 'sampled'"):
+            star_deform_conv(x, ltrb, weight, bias)
+
+    def test_follows_cudnn_tf32_setting(self):
+        x, ltrb, weight, bias = make_inputs(2, 64, 32, 30, 41, seed=52, device="cuda")
+        exact = star_deform_conv(x, ltrb, weight, bias)
+        torch.backends.cudnn.allow_tf32 = True
+        tf32 = star_deform_conv(x, ltrb, weight, bias)
+        ref = star_deform_conv_reference(x, ltrb, weight, bias)
+        scale = ref.abs().max().item()
+        torch.testing.assert_close(exact, ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(tf32, ref, rtol=0, atol=1e-2 * scale)
+
+    def test_several_chunks_of_whole_images(self):
+        # 64 * 9 * 400 * 400 * 4 bytes = 369 MB of sampled image per image: one image per chunk
+        # (kSampledImageBytes = 512 MiB).
+        x, _, weight, bias = make_inputs(2, 64, 8, 400, 400, seed=51, device="cuda")
+        ltrb = fractional_boxes(2, 400, 400, reach=6, device="cuda", seed=51).float()
+        self.assertEqual(count_calls("aten::convolution", star_deform_conv, x, ltrb, weight, bias), 2)
+        inputs = [t.requires_grad_() for t in (x, ltrb, weight, bias)]
+        out = star_deform_conv(*inputs)
+        ref = star_deform_conv_reference(*inputs)
+        torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+        grads_ref = torch.autograd.grad(ref, inputs, grad_out)
+        for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
+            scale = b.abs().max().item()
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * scale, msg=name)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -84,9 +84,32 @@ struct Geometry {
   int64_t c_first, group_channels;
 };
 
-// columns[(c * 9 + k) * pc + q] = (mask times) the sample of tap k in channel c_first + c at the
+// Where the kernels below keep the sample of tap k in channel c (of the group) at the chunk's
+// position q (q = image in the chunk * H * W + y * W + x for a stride-1 conv):
+// - ColumnMatrix: the (C / groups * 9, pc) column matrix, row c * 9 + k;
+// - SampledImage (one weight group, chunks of whole images): the "sampled image" (n_chunk, C, 3H,
+//   3W), tap k = 3i + j of position (y, x) at pixel (3y + i, 3x + j), so that the conv is a plain
+//   3x3 convolution of stride 3 of it (cuDNN).
+struct ColumnMatrix {
+  int64_t pc;
+  __device__ __forceinline__ int64_t operator()(int64_t c, int k, int64_t q) const {
+    return (c * kTaps + k) * pc + q;
+  }
+};
+
+struct SampledImage {
+  int64_t channels, height, width;
+  __device__ __forceinline__ int64_t operator()(int64_t c, int k, int64_t q) const {
+    const int64_t hw = height * width;
+    const int64_t img = q / hw, p = q - img * hw;
+    const int64_t y = p / width, x = p - y * width;
+    return ((img * channels + c) * 3 * height + 3 * y + k / 3) * (3 * width) + 3 * x + k % 3;
+  }
+};
+
+// columns[layout(c, k, q)] = (mask times) the sample of tap k in channel c_first + c at the
 // chunk's position q; x_seg: the segment's images (n_seg, C, H, W), the first being image n0.
-template <typename scalar_t, typename acc_t, typename Sampler>
+template <typename scalar_t, typename acc_t, typename Sampler, typename Layout = ColumnMatrix>
 __global__ void im2col_kernel(
     const scalar_t* __restrict__ x_seg,
     const Sampler sampler,
@@ -94,7 +117,8 @@ __global__ void im2col_kernel(
     int64_t n0,
     int64_t v0,
     int64_t pc,
-    scalar_t* __restrict__ columns) {
+    scalar_t* __restrict__ columns,
+    const Layout layout) {
   const int64_t hw_in = geo.height * geo.width;
   const int64_t total = geo.group_channels * pc;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -119,14 +143,14 @@ __global__ void im2col_kernel(
           val = m * val;
         }
       }
-      columns[(c * kTaps + k) * pc + q] = static_cast<scalar_t>(val);
+      columns[layout(c, k, q)] = static_cast<scalar_t>(val);
     }
   }
 }
 
 // grad_x_seg (n_seg, C, H, W) of acc_t += the transpose of the (masked) sampling applied to
 // grad_columns (rows of the group's channels, as the columns).
-template <typename scalar_t, typename acc_t, typename Sampler>
+template <typename scalar_t, typename acc_t, typename Sampler, typename Layout = ColumnMatrix>
 __global__ void col2im_kernel(
     const scalar_t* __restrict__ grad_columns,
     const Sampler sampler,
@@ -134,7 +158,8 @@ __global__ void col2im_kernel(
     int64_t n0,
     int64_t v0,
     int64_t pc,
-    acc_t* __restrict__ grad_x_seg) {
+    acc_t* __restrict__ grad_x_seg,
+    const Layout layout) {
   const int64_t hw_in = geo.height * geo.width;
   const int64_t total = geo.group_channels * pc;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -152,7 +177,7 @@ __global__ void col2im_kernel(
       if (!s.inside) {
         continue;
       }
-      acc_t g = static_cast<acc_t>(grad_columns[(c * kTaps + k) * pc + q]);
+      acc_t g = static_cast<acc_t>(grad_columns[layout(c, k, q)]);
       if (Sampler::kMasked) {
         g = m * g;
       }
@@ -174,7 +199,7 @@ __global__ void col2im_kernel(
 // coordinate weights; the position gradients without the mask, which Sampler::store_grads
 // applies). Fixed coordinates are skipped (0). One thread per (k, q): no two threads write the
 // same element.
-template <typename scalar_t, typename acc_t, typename Sampler>
+template <typename scalar_t, typename acc_t, typename Sampler, typename Layout = ColumnMatrix>
 __global__ void position_grad_kernel(
     const scalar_t* __restrict__ grad_columns,
     const scalar_t* __restrict__ x_seg,
@@ -183,7 +208,8 @@ __global__ void position_grad_kernel(
     int64_t n0,
     int64_t v0,
     int64_t pc,
-    acc_t* __restrict__ grad_pos) {
+    acc_t* __restrict__ grad_pos,
+    const Layout layout) {
   const int64_t hw_in = geo.height * geo.width;
   const int64_t total = kTaps * pc;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -204,7 +230,7 @@ __global__ void position_grad_kernel(
         bilinear_weights(s, w1, w2, w3, w4);
         const scalar_t* plane = x_seg + (img * geo.channels + geo.c_first) * hw_in;
         for (int64_t c = 0; c < geo.group_channels; ++c, plane += hw_in) {
-          const acc_t g = static_cast<acc_t>(grad_columns[(c * kTaps + k) * pc + q]);
+          const acc_t g = static_cast<acc_t>(grad_columns[layout(c, k, q)]);
           acc_t v1, v2, v3, v4;
           load_neighbours<scalar_t, acc_t>(plane, geo.height, geo.width, s, v1, v2, v3, v4);
           gy += bilinear_grad_y(s, v1, v2, v3, v4) * g;
@@ -273,7 +299,7 @@ void forward_impl(
       geo.c_first = grp * geo.group_channels;
       im2col_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in, sampler, geo, n0, v0, pc,
-          columns.mutable_data_ptr<scalar_t>());
+          columns.mutable_data_ptr<scalar_t>(), ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       chunk_gemm_out(out, weight2d.narrow(0, grp * og, og), cols, grp * og, n0, n_seg, v0, pc);
     }
@@ -316,7 +342,7 @@ void backward_impl(
       const at::Tensor g_grp = g.narrow(0, grp * og, og);
       at::mm_out(gcols, weight2d.narrow(0, grp * og, og).t(), g_grp);
       im2col_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
-          x_seg, sampler, geo, n0, v0, pc, columns.mutable_data_ptr<scalar_t>());
+          x_seg, sampler, geo, n0, v0, pc, columns.mutable_data_ptr<scalar_t>(), ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::Tensor gw_grp = grad_weight2d.narrow(0, grp * og, og);
       if (same_type) {
@@ -326,11 +352,11 @@ void backward_impl(
       }
       col2im_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
           gcols.const_data_ptr<scalar_t>(), sampler, geo, n0, v0, pc,
-          grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in);
+          grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in, ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       position_grad_kernel<scalar_t, acc_t, Sampler><<<num_blocks(kTaps * pc), kThreads, 0, stream>>>(
           gcols.const_data_ptr<scalar_t>(), x_seg, sampler, geo, n0, v0, pc,
-          grad_pos.mutable_data_ptr<acc_t>());
+          grad_pos.mutable_data_ptr<acc_t>(), ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     store_grads_kernel<acc_t, Sampler><<<num_blocks(pc), kThreads, 0, stream>>>(

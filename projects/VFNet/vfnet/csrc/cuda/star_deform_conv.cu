@@ -1,6 +1,7 @@
 // CUDA kernels of vfnet::star_deform_conv and vfnet::star_deform_conv_backward: the deformable
 // conv kernels of deform_columns.cuh with the star sampler (positions straight from the boxes,
-// no mask, one weight group). See deform_columns.cuh for the scheme and the dtypes.
+// no mask, one weight group). See deform_columns.cuh for the scheme and the dtypes; with
+// VFNET_CUDA_STAR_CONV=sampled, the sampled-image path of sampled_conv.cuh instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -11,6 +12,7 @@
 
 #include "../star_deform_conv.h"
 #include "deform_columns.cuh"
+#include "sampled_conv.cuh"
 
 namespace vfnet {
 namespace {
@@ -37,13 +39,18 @@ at::Tensor star_deform_conv_cuda(
     return out;
   }
   const cuda::Geometry geo{x.size(1), height, width, height * width, 0, x.size(1)};
+  const bool sampled = cuda::use_sampled_image_path();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, dtype, "vfnet::star_deform_conv (CUDA)", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const StarSampler<acc_t> sampler{ltrb.const_data_ptr<acc_t>(), nullptr, height, width};
-        cuda::forward_impl<scalar_t>(x, sampler, geo, /*groups=*/1, weight2d, out);
+        if (sampled) {
+          out = cuda::sampled_forward_impl<scalar_t>(x, sampler, geo, weight_in.contiguous(), bias);
+        } else {
+          cuda::forward_impl<scalar_t>(x, sampler, geo, /*groups=*/1, weight2d, out);
+        }
       });
-  if (bias.has_value() && bias->defined()) {
+  if (!sampled && bias.has_value() && bias->defined()) {
     out.add_(bias->view({1, out_channels, 1, 1}));
   }
   // In x's memory format, as on the CPU (and the fake kernel).
@@ -83,8 +90,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
           using acc_t = at::opmath_type<scalar_t>;
           const StarSampler<acc_t> sampler{
               ltrb.const_data_ptr<acc_t>(), grad_ltrb.mutable_data_ptr<acc_t>(), height, width};
-          cuda::backward_impl<scalar_t>(
-              grad_out, x, sampler, geo, /*groups=*/1, weight2d, grad_x_acc, grad_weight2d);
+          if (cuda::use_sampled_image_path()) {
+            at::Tensor grad_weight4d = grad_weight2d.view(weight_in.sizes());
+            cuda::sampled_backward_impl<scalar_t>(
+                grad_out, x, sampler, geo, weight_in.contiguous(), grad_x_acc, grad_weight4d);
+          } else {
+            cuda::backward_impl<scalar_t>(
+                grad_out, x, sampler, geo, /*groups=*/1, weight2d, grad_x_acc, grad_weight2d);
+          }
         });
   }
   return std::make_tuple(
