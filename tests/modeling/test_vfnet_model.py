@@ -298,6 +298,33 @@ class HeadBoxScaleTest(unittest.TestCase):
                     torch.testing.assert_close(boxes_refine[level], refined[None, :, None, None].expand(shape))
 
 
+def soft_nms_one_box_at_a_time(boxes, scores, labels, iou_threshold, sigma, min_score, method):
+    """Soft-NMS as the plain loop: the global best live box, its class's decays, again."""
+    from torchvision.ops import box_iou
+
+    ious = box_iou(boxes.float(), boxes.float()) * (labels[:, None] == labels[None, :])
+    current, alive = scores.float().clone(), scores.float() >= min_score
+    keep, kept = [], []
+    for _ in range(len(boxes)):
+        masked = torch.where(alive, current, torch.full_like(current, -1.0))
+        best_score, best = masked.max(dim=0)
+        if best_score < 0:
+            break
+        keep.append(int(best))
+        kept.append(float(best_score))
+        alive[best] = False
+        overlap = ious[best]
+        if method == "linear":
+            decay = torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
+        elif method == "gaussian":
+            decay = torch.exp(-(overlap * overlap) / sigma)
+        else:
+            decay = torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
+        current = current * decay
+        alive &= current >= min_score
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(kept, dtype=torch.float32)
+
+
 class SoftNMSTest(unittest.TestCase):
     def test_linear_decay(self):
         boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 8.0], [20.0, 20.0, 30.0, 30.0]])
@@ -335,6 +362,30 @@ class SoftNMSTest(unittest.TestCase):
         # just below the threshold: untouched
         keep, new_scores = batched_soft_nms(boxes, scores, labels, iou_threshold=0.651)
         torch.testing.assert_close(new_scores, scores)
+
+    def test_same_as_one_box_at_a_time(self):
+        # Against the plain loop (the previous implementation): keep the global best box, decay,
+        # repeat. Crowded boxes of few and many classes, with tied scores.
+        g = torch.Generator().manual_seed(0)
+        for num, classes, method, threshold, min_score in (
+            (300, 3, "linear", 0.3, 1e-3),
+            (400, 40, "gaussian", 0.5, 0.05),
+            (200, 1, "naive", 0.5, 1e-3),
+            (250, 7, "linear", 0.65, 0.0),
+        ):
+            xy = torch.rand(num, 2, generator=g) * 60
+            boxes = torch.cat([xy, xy + 5 + torch.rand(num, 2, generator=g) * 30], dim=1)
+            scores = (torch.rand(num, generator=g) * 20).round() / 20  # many ties
+            labels = torch.randint(classes, (num,), generator=g) * 3 + 1  # sparse class ids
+            with self.subTest(num=num, classes=classes, method=method):
+                keep, new_scores = batched_soft_nms(boxes, scores, labels, threshold, 0.5, min_score, method)
+                keep_ref, scores_ref = soft_nms_one_box_at_a_time(boxes, scores, labels, threshold, 0.5, min_score, method)
+                self.assertGreater(len(keep_ref), num // 4)
+                self.assertEqual(keep.tolist(), keep_ref.tolist())
+                self.assertTrue(torch.equal(new_scores, scores_ref))
+        # float16 scores come back as float16
+        keep, s16 = batched_soft_nms(boxes, scores.half(), labels)
+        self.assertEqual(s16.dtype, torch.float16)
 
     def test_empty_and_bad_method(self):
         keep, s = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))

@@ -2,7 +2,6 @@
 from typing import Tuple
 
 import torch
-from torchvision.ops import box_iou
 
 __all__ = ["batched_soft_nms"]
 
@@ -46,20 +45,38 @@ def batched_soft_nms(
     if num == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
 
-    ious = box_iou(boxes.float(), boxes.float())
-    ious = torch.where(labels[:, None] == labels[None, :], ious, torch.zeros_like(ious))
+    # Classes never interact, so each runs its own Soft-NMS, all in step: every step keeps the best
+    # live box of every class. A class's picks, their order and its decays are those of the one-box-
+    # at-a-time loop (a box is only ever decayed by its own class's picks), in as many steps as the
+    # largest class has boxes, with O(N) work per step (each box's IoU with its class's pick, as
+    # torchvision's box_iou computes it) and no host sync per step.
+    device = boxes.device
+    _, cls = torch.unique(labels, return_inverse=True)
+    num_classes = int(cls.max()) + 1
+    steps = int(torch.bincount(cls).max())
+    boxes = boxes.float()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     current = scores.float().clone()
-    alive = current >= min_score
-    keep, kept_scores = [], []
-    for _ in range(num):
-        masked = torch.where(alive, current, torch.full_like(current, -1.0))
-        best_score, best = masked.max(dim=0)
-        if best_score < 0:
-            break
-        keep.append(best)
-        kept_scores.append(best_score)
+    # Index `num` is a sentinel: the "pick" of a class that has none left; it is never alive.
+    alive = torch.cat([current >= min_score, current.new_zeros(1, dtype=torch.bool)])
+    index = torch.arange(num, device=device)
+    none_left = torch.full((num_classes,), num, dtype=torch.long, device=device)
+    picks, pick_scores = [], []
+    for step in range(steps):
+        live = alive[:num]
+        masked = torch.where(live, current, torch.full_like(current, -1.0))
+        best_score = torch.full((num_classes,), -1.0, device=device).scatter_reduce(0, cls, masked, "amax")
+        # The first box of the class at its best score (the loop's tie rule, on any device).
+        is_best = live & (masked == best_score[cls])
+        best = none_left.scatter_reduce(0, cls, torch.where(is_best, index, num), "amin")
+        picks.append(best)
+        pick_scores.append(best_score)
         alive[best] = False
-        overlap = ious[best]
+        pick = best[cls]
+        picked = boxes[pick.clamp(max=num - 1)]
+        wh = (torch.min(picked[:, 2:], boxes[:, 2:]) - torch.max(picked[:, :2], boxes[:, :2])).clamp(min=0)
+        inter = wh[:, 0] * wh[:, 1]
+        overlap = torch.where(pick < num, inter / (area[pick.clamp(max=num - 1)] + area - inter), 0.0)
         if method == "linear":
             decay = torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
         elif method == "gaussian":
@@ -67,7 +84,16 @@ def batched_soft_nms(
         else:
             decay = torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
         current = current * decay
-        alive &= current >= min_score
-    if not keep:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device), scores.new_zeros(0)
-    return torch.stack(keep), torch.stack(kept_scores).to(scores.dtype)
+        alive[:num] &= current >= min_score
+        if step % 32 == 31 and not bool(alive.any()):
+            break
+    keep = torch.stack(picks).flatten()
+    kept_scores = torch.stack(pick_scores).flatten()
+    # The loop stops at the first negative best score (none with scores in [0, 1]).
+    found = (keep < num) & (kept_scores >= 0)
+    keep, kept_scores = keep[found], kept_scores[found]
+    # The loop's order: decreasing score, ties by box index (each pick is the first best box).
+    by_index = torch.argsort(keep)
+    keep, kept_scores = keep[by_index], kept_scores[by_index]
+    order = torch.sort(kept_scores, descending=True, stable=True).indices
+    return keep[order], kept_scores[order].to(scores.dtype)
