@@ -360,6 +360,50 @@ class RepPointsVFLTest(unittest.TestCase):
             **NORM,
         )
 
+    def test_deform_conv_fused_path_is_dcnv1(self):
+        # The fused DCNv2 kernel with a mask of ones against torchvision's DCNv1: on the CPU in
+        # float32 the same output to the bit, the gradients within float rounding.
+        from vfnet.detectors.reppoints import DeformConv2d
+        from vfnet.ops import HAS_C_EXTENSION
+
+        if not HAS_C_EXTENSION:
+            self.skipTest("vfnet._C is not built")
+        g = _gen(9)
+        conv = DeformConv2d(6, 5, 3)
+        x = torch.randn(2, 6, 7, 9, generator=g, requires_grad=True)
+        offset = (torch.randn(2, 18, 7, 9, generator=g) * 2).requires_grad_()
+        outs, grads = [], []
+        for fused in (True, False):
+            conv.use_fused_op = fused
+            out = conv(x, offset)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out, (x, offset, conv.weight), torch.ones_like(out)))
+        self.assertTrue(torch.equal(outs[0], outs[1]))
+        for name, a, b in zip(("x", "offset", "weight"), *grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv.use_fused_op = True
+            self.assertEqual(conv(x, offset).dtype, torch.bfloat16)  # as a conv under autocast
+            conv.use_fused_op = False
+            self.assertEqual(conv(x, offset).dtype, torch.float32)  # torchvision has no bfloat16 CPU path
+        self.assertIn("use_fused_op=False", repr(conv))
+
+    def test_fused_ops_false_reaches_the_deform_convs(self):
+        for fused in (True, False):
+            model = RepPoints(
+                backbone=_OneLevelBackbone(),
+                head=RepPointsHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=3, feat_channels=32, point_feat_channels=8, stacked_convs=1),
+                head_in_features=["p3"],
+                point_generator=DefaultAnchorGenerator(sizes=[[8]], aspect_ratios=[1.0], strides=[8], offset=0.0),
+                init_assigner=PointAssigner(),
+                refine_matcher=MaxIoUMatcher(),
+                num_classes=3,
+                fused_ops=fused,
+                **NORM,
+            )
+            flags = [model.head.cls_dconv.use_fused_op, model.head.pts_refine_dconv.use_fused_op]
+            self.assertEqual(flags, [fused, fused])
+
     def test_vfl_as_the_reference(self):
         g = _gen(8)
         logits = torch.randn(2, 5, 3, generator=g)

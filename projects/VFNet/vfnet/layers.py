@@ -278,12 +278,14 @@ def resolve_norm(norm):
 
 def disable_fused_deformable_convs(module: nn.Module) -> int:
     """
-    Make every :class:`StarDeformConv2d` and :class:`ModulatedDeformConv2d` inside ``module`` (the
-    head's, the DCNv2 backbone's and neck's) take its torchvision path. Returns how many it found.
+    Make every deformable conv inside ``module`` that has a fused path (a ``use_fused_op``
+    attribute: :class:`StarDeformConv2d`, :class:`ModulatedDeformConv2d`, RepPoints'
+    ``DeformConv2d``; the head's, the DCNv2 backbone's and neck's) take its torchvision path.
+    Returns how many it found.
     """
     count = 0
     for m in module.modules():
-        if isinstance(m, (StarDeformConv2d, ModulatedDeformConv2d)):
+        if isinstance(getattr(m, "use_fused_op", None), bool):
             m.use_fused_op = False
             count += 1
     return count

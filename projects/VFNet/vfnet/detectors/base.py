@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, Instances
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
+from ..layers import disable_fused_deformable_convs
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 
 __all__ = ["VFLDenseDetector"]
@@ -59,7 +60,9 @@ class VFLDenseDetector(DenseDetector):
             test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
                 inference (per level: score threshold, then the top-k candidates; class-wise NMS).
             input_format: channel order of the input images.
-            fused_ops: the fused Varifocal Loss kernel (:func:`vfnet.ops.fused_varifocal_loss`).
+            fused_ops: the fused kernels of ``vfnet._C``: the Varifocal Loss
+                (:func:`vfnet.ops.fused_varifocal_loss`) and the deformable convs (RepPoints').
+                False: the eager loss and torchvision's ``deform_conv2d`` everywhere.
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if head.num_classes != num_classes:
@@ -77,6 +80,8 @@ class VFLDenseDetector(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.input_format = input_format
         self.fused_ops = fused_ops
+        if not fused_ops:
+            disable_fused_deformable_convs(self)
 
     @staticmethod
     def backbone_and_feature_shapes(cfg, node_name: str) -> Tuple[Backbone, List[ShapeSpec]]:

@@ -34,7 +34,7 @@ def _vfl_keys(node: CN) -> None:
     node.VFL_ALPHA = 0.75
     node.VFL_GAMMA = 2.0
     node.VFL_IOU_WEIGHTED = True
-    node.FUSED_OPS = True  # the fused Varifocal Loss kernel of vfnet._C (same result as eager)
+    node.FUSED_OPS = True  # the fused kernels of vfnet._C: the Varifocal Loss, RepPoints' deformable convs (same results)
 
 
 def _head_keys(node: CN, num_convs: int, norm: str, focal_alpha: float, focal_gamma: float, nms: float) -> None:

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 from torchvision.ops import deform_conv2d
 
 from ..head_parts import conv_tower, init_dense_head, input_channels
-from ..layers import _deform_conv_dtype
+from ..layers import _autocast_dtype, _deform_conv_dtype
+from ..ops import HAS_C_EXTENSION, modulated_deform_conv
 from ..vfl import NORMALIZER_EPS
 from .assigners import MaxIoUMatcher, PointAssigner
 from .base import VFLDenseDetector
@@ -25,20 +26,37 @@ __all__ = ["RepPoints", "RepPointsHead", "DeformConv2d", "moment_boxes"]
 
 
 class DeformConv2d(nn.Module):
-    """A k x k deformable convolution without bias (mmcv's ``DeformConv2d``) on torchvision's
-    ``deform_conv2d``; offsets (N, 2 * k * k, H, W) as (dy, dx) per tap, row-major."""
+    """A k x k deformable convolution without bias (mmcv's ``DeformConv2d``, DCNv1); offsets
+    (N, 2 * k * k, H, W) as (dy, dx) per tap, row-major.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+    With ``use_fused_op`` (the default) and a 3x3 kernel it runs the fused
+    :func:`vfnet.ops.modulated_deform_conv` with a mask of ones, which is DCNv1 exactly (each
+    sample times 1.0), in the dtype a conv of ``x`` would (the autocast dtype under autocast).
+    Otherwise, or without a built ``vfnet._C``, torchvision's ``deform_conv2d`` (float32 for
+    bfloat16/float16 CPU inputs). :func:`vfnet.layers.disable_fused_deformable_convs` switches it
+    off, as the detector's ``fused_ops=False`` does."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, use_fused_op: bool = True):
         super().__init__()
         self.kernel_size = kernel_size
+        self.use_fused_op = use_fused_op
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
+        """x: (N, C_in, H, W), offset: (N, 2 * k * k, H, W) -> (N, C_out, H, W)."""
+        if self.use_fused_op and self.kernel_size == 3 and HAS_C_EXTENSION:
+            dtype = _autocast_dtype(x)
+            n, _, h, w = offset.shape
+            mask = offset.new_ones(n, 9, h, w)
+            return modulated_deform_conv(x.to(dtype), offset, mask, self.weight.to(dtype), None, stride=1, padding=1)
         dtype = _deform_conv_dtype(x)
         return deform_conv2d(
             x.to(dtype), offset.to(dtype), self.weight.to(dtype), None, padding=(self.kernel_size - 1) // 2
         )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, use_fused_op={self.use_fused_op}"
 
 
 def moment_boxes(points: Tensor, moment_transfer: Tensor, moment_mul: float, y_first: bool = True) -> Tensor:
