@@ -89,3 +89,25 @@ class OneThreadTestCase(unittest.TestCase):
     def tearDown(self):
         torch.set_num_threads(self._threads)
         super().tearDown()
+
+
+class SampledImagePathMixin:
+    """Runs a CUDA test class's tests with VFNET_CUDA_DEFORM_CONV=sampled: the deformable convs as
+    a stride-3 cuDNN conv of the sampled image (csrc/cuda/sampled_conv.cuh) instead of the column
+    GEMMs. cuDNN's float32 convs use TF32 by default, and so does that path (as any conv): off
+    here, so that the float32 comparisons keep their tolerances."""
+
+    def setUp(self):
+        super().setUp()
+        self._previous_path = os.environ.get("VFNET_CUDA_DEFORM_CONV")
+        os.environ["VFNET_CUDA_DEFORM_CONV"] = "sampled"
+        self._previous_tf32 = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+
+    def tearDown(self):
+        torch.backends.cudnn.allow_tf32 = self._previous_tf32
+        if self._previous_path is None:
+            os.environ.pop("VFNET_CUDA_DEFORM_CONV", None)
+        else:
+            os.environ["VFNET_CUDA_DEFORM_CONV"] = self._previous_path
+        super().tearDown()

@@ -410,7 +410,7 @@ def main(argv=None) -> int:
         "train_batch": args.train_batch,
         "amp": args.amp,
         "channels_last": args.channels_last,
-        "cuda_star_conv": os.environ.get("VFNET_CUDA_STAR_CONV") or "columns",
+        "cuda_deform_conv": os.environ.get("VFNET_CUDA_DEFORM_CONV") or "columns",
         "load_avg": list(os.getloadavg()),
         "results": results,
         "vfnet_over_fcos": ratios,

@@ -465,8 +465,8 @@ def main(argv=None):
         "torch": torch.__version__,
         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-        # the CUDA star conv's path (csrc/cuda/sampled_conv.cuh): "columns" (default) or "sampled"
-        "cuda_star_conv": os.environ.get("VFNET_CUDA_STAR_CONV") or "columns",
+        # the CUDA deformable convs' path (csrc/cuda/sampled_conv.cuh): "columns" (default) or "sampled"
+        "cuda_deform_conv": os.environ.get("VFNET_CUDA_DEFORM_CONV") or "columns",
         "load_avg_before": load_before,
         "load_avg_after": load_after,
         "targets": {name: ok for name, ok in targets(results, args.device)},

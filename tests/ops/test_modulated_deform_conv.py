@@ -14,7 +14,7 @@ from vfnet.layers import ModulatedDeformConv2d
 from vfnet.ops import HAS_C_EXTENSION, modulated_deform_conv, modulated_deform_conv_reference
 # num_threads(1) in the float64 tests: MKL's float64 GEMMs of small shapes can take milliseconds each
 # with two threads on a busy machine.
-from vfnet_test_utils import num_threads
+from vfnet_test_utils import SampledImagePathMixin, num_threads
 
 CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
@@ -554,6 +554,34 @@ class ModulatedDeformConvCUDATest(unittest.TestCase):
         x, offset, mask, weight, bias = make_inputs(1, 2, 2, 3, 3)
         with self.assertRaisesRegex(RuntimeError, "same device"):
             modulated_deform_conv(x.cuda(), offset, mask.cuda(), weight.cuda(), bias.cuda())
+
+
+@needs_cuda
+class ModulatedDeformConvSampledImageCUDATest(SampledImagePathMixin, ModulatedDeformConvCUDATest):
+    """Every CUDA test above again on the sampled-image path (strides, dilation, weight groups)."""
+
+    def test_path_is_a_strided_grouped_convolution(self):
+        shape = (2, 8, 6, 9, 11, 2, 1, 1, 2)  # stride 2, two weight groups
+        inputs = make_inputs(*shape[:5], **geometry(shape), seed=44, device="cuda")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out = call(modulated_deform_conv, shape, *inputs)
+        calls = [e.name for e in prof.events()]
+        self.assertEqual(calls.count("aten::convolution"), 1)
+        self.assertEqual(calls.count("aten::mm"), 0)
+        torch.testing.assert_close(out, call(modulated_deform_conv_reference, shape, *inputs), rtol=1e-4, atol=1e-4)
+
+    def test_several_chunks_of_whole_images(self):
+        # 64 * 9 * 400 * 400 * 4 bytes = 369 MB of sampled image per image: one image per chunk.
+        shape = (2, 64, 8, 400, 400, 1, 1, 1, 2)
+        inputs = [t.requires_grad_() for t in make_inputs(*shape[:5], **geometry(shape), seed=45, device="cuda")]
+        out = call(modulated_deform_conv, shape, *inputs)
+        ref = call(modulated_deform_conv_reference, shape, *inputs)
+        torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+        grads_ref = torch.autograd.grad(ref, inputs, grad_out)
+        for name, a, b in zip("x offset mask weight bias".split(), grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item(), msg=name)
 
 
 if __name__ == "__main__":

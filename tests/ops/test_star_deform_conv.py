@@ -13,7 +13,7 @@ import unittest
 import torch
 
 from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference
-from vfnet_test_utils import num_threads
+from vfnet_test_utils import SampledImagePathMixin, num_threads
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -587,28 +587,6 @@ class StarDeformConvCUDATest(unittest.TestCase):
             torch.ops.vfnet.star_deform_conv(x.cuda(), ltrb, weight.cuda(), bias.cuda())
 
 
-class SampledImagePathMixin:
-    """Runs the class's tests with VFNET_CUDA_STAR_CONV=sampled: the CUDA star conv as a stride-3
-    cuDNN conv of the sampled image (csrc/cuda/sampled_conv.cuh) instead of the column GEMMs."""
-
-    def setUp(self):
-        super().setUp()
-        self._previous_path = os.environ.get("VFNET_CUDA_STAR_CONV")
-        os.environ["VFNET_CUDA_STAR_CONV"] = "sampled"
-        # cuDNN's float32 convs use TF32 by default, and so does this path (as any conv): off
-        # here, so that the float32 comparisons keep their tolerances.
-        self._previous_tf32 = torch.backends.cudnn.allow_tf32
-        torch.backends.cudnn.allow_tf32 = False
-
-    def tearDown(self):
-        torch.backends.cudnn.allow_tf32 = self._previous_tf32
-        if self._previous_path is None:
-            os.environ.pop("VFNET_CUDA_STAR_CONV", None)
-        else:
-            os.environ["VFNET_CUDA_STAR_CONV"] = self._previous_path
-        super().tearDown()
-
-
 @needs_cuda
 class StarDeformConvSampledImageCUDATest(SampledImagePathMixin, StarDeformConvCUDATest):
     def test_path_is_a_strided_convolution(self):
@@ -616,8 +594,8 @@ class StarDeformConvSampledImageCUDATest(SampledImagePathMixin, StarDeformConvCU
         self.assertEqual(count_calls("aten::mm", forward_and_backward, x, ltrb, weight, bias), 0)
         self.assertEqual(count_calls("aten::convolution", star_deform_conv, x, ltrb, weight, bias), 1)
         self.assertEqual(count_calls("aten::convolution_backward", forward_and_backward, x, ltrb, weight, bias), 1)
-        os.environ["VFNET_CUDA_STAR_CONV"] = "bogus"
-        with self.assertRaisesRegex(RuntimeError, "VFNET_CUDA_STAR_CONV must be 'columns' or 'sampled'"):
+        os.environ["VFNET_CUDA_DEFORM_CONV"] = "bogus"
+        with self.assertRaisesRegex(RuntimeError, "VFNET_CUDA_DEFORM_CONV must be 'columns' or 'sampled'"):
             star_deform_conv(x, ltrb, weight, bias)
 
     def test_follows_cudnn_tf32_setting(self):

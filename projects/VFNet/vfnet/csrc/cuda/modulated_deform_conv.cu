@@ -2,7 +2,8 @@
 // deformable conv kernels of deform_columns.cuh with the modulated sampler (positions from the
 // offsets, samples times the mask, any number of weight groups). See deform_columns.cuh for the
 // scheme and the dtypes; offset and mask are read in float32 (float64 for float64 x) whatever
-// their dtype, and their gradients have their dtypes.
+// their dtype, and their gradients have their dtypes. With VFNET_CUDA_DEFORM_CONV=sampled, the
+// sampled-image path of sampled_conv.cuh instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -13,6 +14,7 @@
 
 #include "../modulated_deform_conv.h"
 #include "deform_columns.cuh"
+#include "sampled_conv.cuh"
 
 namespace vfnet {
 namespace {
@@ -44,14 +46,20 @@ at::Tensor modulated_deform_conv_cuda(
     return out;
   }
   const cuda::Geometry geo{x.size(1), x.size(2), x.size(3), shape.out_h * shape.out_w, 0, x.size(1)};
+  const bool sampled = cuda::use_sampled_image_path();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, dtype, "vfnet::modulated_deform_conv (CUDA)", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const ModulatedSampler<acc_t> sampler = make_modulated_sampler<acc_t>(
             shape, offset.const_data_ptr<acc_t>(), mask.const_data_ptr<acc_t>(), nullptr, nullptr);
-        cuda::forward_impl<scalar_t>(x, sampler, geo, shape.groups, weight2d, out);
+        if (sampled) {
+          out = cuda::sampled_forward_impl<scalar_t>(
+              x, sampler, geo, {shape.out_h, shape.out_w, shape.groups}, weight_in.contiguous(), bias);
+        } else {
+          cuda::forward_impl<scalar_t>(x, sampler, geo, shape.groups, weight2d, out);
+        }
       });
-  if (bias.has_value() && bias->defined()) {
+  if (!sampled && bias.has_value() && bias->defined()) {
     out.add_(bias->view({1, out_channels, 1, 1}));
   }
   return out;
@@ -98,8 +106,15 @@ modulated_deform_conv_backward_cuda(
           const ModulatedSampler<acc_t> sampler = make_modulated_sampler<acc_t>(
               shape, offset.const_data_ptr<acc_t>(), mask.const_data_ptr<acc_t>(),
               grad_offset.mutable_data_ptr<acc_t>(), grad_mask.mutable_data_ptr<acc_t>());
-          cuda::backward_impl<scalar_t>(
-              grad_out, x, sampler, geo, shape.groups, weight2d, grad_x_acc, grad_weight2d);
+          if (cuda::use_sampled_image_path()) {
+            at::Tensor grad_weight4d = grad_weight2d.view(weight_in.sizes());
+            cuda::sampled_backward_impl<scalar_t>(
+                grad_out, x, sampler, geo, {shape.out_h, shape.out_w, shape.groups}, weight_in.contiguous(),
+                grad_x_acc, grad_weight4d);
+          } else {
+            cuda::backward_impl<scalar_t>(
+                grad_out, x, sampler, geo, shape.groups, weight2d, grad_x_acc, grad_weight2d);
+          }
         });
   }
   return std::make_tuple(

@@ -1,19 +1,21 @@
-// CUDA "sampled image" path of the star deformable conv (3x3, stride 1, one weight group), the
-// scheme of the CPU kernel (cpu/sampled_conv.h) with cuDNN in place of oneDNN:
+// CUDA "sampled image" path of the 3x3 deformable convs (star conv; DCNv2 with any stride,
+// padding, dilation and weight groups, one offset group), the scheme of the CPU star conv
+// (cpu/sampled_conv.h) with cuDNN in place of oneDNN:
 //
-// The nine samples of each output position go into a sampled image S (n, C, 3H, 3W): tap k = 3i + j
-// of position (y, x) at pixel (3y + i, 3x + j) (deform_columns.cuh's SampledImage layout). The
-// deformable conv is then the plain 3x3 convolution of stride 3 of S, which ATen hands to cuDNN
-// (with cuDNN's own algorithms and its TF32 setting, torch.backends.cudnn.allow_tf32, as for any
-// conv). The backward rebuilds S, gets grad_S and grad_weight from ATen's convolution_backward
-// (cuDNN again), then scatters grad_S into grad_x with atomics and sums the positions' gradients
-// over the channels with the column path's kernels, indexed by the SampledImage layout.
+// The nine samples of each output position go into a sampled image S (n, C, 3Ho, 3Wo): tap
+// k = 3i + j of output position (y, x) at pixel (3y + i, 3x + j) (deform_columns.cuh's SampledImage
+// layout), times the mask for DCNv2. The deformable conv is then the plain 3x3 convolution of
+// stride 3 of S (with the conv's weight groups), which ATen hands to cuDNN (with cuDNN's own
+// algorithms and its TF32 setting, torch.backends.cudnn.allow_tf32, as for any conv). The backward
+// rebuilds S, gets grad_S and grad_weight from ATen's convolution_backward (cuDNN again), then
+// scatters grad_S into grad_x with atomics and sums the positions' (and mask's) gradients over the
+// channels with the column path's kernels, indexed by the SampledImage layout.
 //
 // Chunks of whole images keep S within kSampledImageBytes (at least one image per chunk).
 // float16/bfloat16: S and the convolutions in that dtype (cuDNN accumulates in float32); sampling,
 // grad_x and the position gradients in float32; grad_weight summed over the chunks in float32.
 //
-// Selected at run time by VFNET_CUDA_STAR_CONV=sampled (default: the column path), until it has
+// Selected at run time by VFNET_CUDA_DEFORM_CONV=sampled (default: the column path), until it has
 // been measured against it on a GPU.
 #pragma once
 
@@ -34,15 +36,15 @@ namespace cuda {
 
 constexpr int64_t kSampledImageBytes = int64_t(512) << 20;
 
-// True when VFNET_CUDA_STAR_CONV=sampled; any other value than "sampled" or "columns" is an error.
+// True when VFNET_CUDA_DEFORM_CONV=sampled; any other value than "sampled" or "columns" is an error.
 inline bool use_sampled_image_path() {
-  const char* value = std::getenv("VFNET_CUDA_STAR_CONV");
+  const char* value = std::getenv("VFNET_CUDA_DEFORM_CONV");
   if (value == nullptr || value[0] == '\0' || std::strcmp(value, "columns") == 0) {
     return false;
   }
   TORCH_CHECK(
       std::strcmp(value, "sampled") == 0,
-      "VFNET_CUDA_STAR_CONV must be 'columns' or 'sampled', got '",
+      "VFNET_CUDA_DEFORM_CONV must be 'columns' or 'sampled', got '",
       value,
       "'");
   return true;
@@ -54,54 +56,70 @@ inline int64_t sampled_images_per_chunk(int64_t n_img, int64_t channels, int64_t
   return std::max<int64_t>(1, std::min<int64_t>(n_img, kSampledImageBytes / per_image));
 }
 
-// s (n_seg, C, 3H, 3W) of scalar_t = the sampled image of images n0 .. n0 + n_seg - 1 of x.
+// The output grid and the weight groups of a sampled-image conv.
+struct SampledConv {
+  int64_t out_h, out_w, groups;
+};
+
+// s (n_seg, C, 3Ho, 3Wo) of scalar_t = the sampled image of images n0 .. n0 + n_seg - 1 of x.
 template <typename scalar_t, typename Sampler>
-void sample_image(const at::Tensor& x, const Sampler& sampler, const Geometry& geo, int64_t n0, int64_t n_seg, at::Tensor& s) {
+void sample_image(
+    const at::Tensor& x,
+    const Sampler& sampler,
+    const Geometry& geo,
+    const SampledConv& conv,
+    int64_t n0,
+    int64_t n_seg,
+    at::Tensor& s) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t pc = n_seg * geo.positions;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   im2col_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(geo.channels * pc), kThreads, 0, stream>>>(
       x.const_data_ptr<scalar_t>() + n0 * geo.channels * geo.height * geo.width, sampler, geo, n0, /*v0=*/0, pc,
-      s.mutable_data_ptr<scalar_t>(), SampledImage{geo.channels, geo.height, geo.width});
+      s.mutable_data_ptr<scalar_t>(), SampledImage{geo.channels, conv.out_h, conv.out_w});
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// x: contiguous (N, C, H, W); weight: contiguous (O, C, 3, 3); bias: (O,) or undefined; all of
-// scalar_t. Returns the contiguous (N, O, H, W) output. geo: one group (c_first 0, all channels).
+// x: contiguous (N, C, H, W); weight: contiguous (O, C / groups, 3, 3); bias: (O,) or undefined;
+// all of scalar_t. Returns the contiguous (N, O, Ho, Wo) output. geo: all channels at once
+// (c_first 0, group_channels C; the samples do not depend on the weight groups), positions Ho * Wo.
 template <typename scalar_t, typename Sampler>
 at::Tensor sampled_forward_impl(
     const at::Tensor& x,
     const Sampler& sampler,
     const Geometry& geo,
+    const SampledConv& conv,
     const at::Tensor& weight,
     const c10::optional<at::Tensor>& bias) {
   const int64_t n_img = x.size(0);
   const int64_t per_chunk = sampled_images_per_chunk(n_img, geo.channels, geo.positions, x.element_size());
   const int64_t stride[2] = {3, 3}, padding[2] = {0, 0}, dilation[2] = {1, 1};
-  at::Tensor s = at::empty({per_chunk, geo.channels, 3 * geo.height, 3 * geo.width}, x.options());
+  at::Tensor s = at::empty({per_chunk, geo.channels, 3 * conv.out_h, 3 * conv.out_w}, x.options());
   if (per_chunk == n_img) {
-    sample_image<scalar_t>(x, sampler, geo, 0, n_img, s);
-    return at::conv2d(s, weight, bias, stride, padding, dilation, 1).contiguous();
+    sample_image<scalar_t>(x, sampler, geo, conv, 0, n_img, s);
+    return at::conv2d(s, weight, bias, stride, padding, dilation, conv.groups).contiguous();
   }
-  at::Tensor out = at::empty({n_img, weight.size(0), geo.height, geo.width}, x.options());
+  at::Tensor out = at::empty({n_img, weight.size(0), conv.out_h, conv.out_w}, x.options());
   for (int64_t n0 = 0; n0 < n_img; n0 += per_chunk) {
     const int64_t n_seg = std::min(per_chunk, n_img - n0);
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
-    sample_image<scalar_t>(x, sampler, geo, n0, n_seg, s_seg);
-    out.narrow(0, n0, n_seg).copy_(at::conv2d(s_seg, weight, bias, stride, padding, dilation, 1));
+    sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
+    out.narrow(0, n0, n_seg).copy_(at::conv2d(s_seg, weight, bias, stride, padding, dilation, conv.groups));
   }
   return out;
 }
 
-// grad_out: contiguous (N, O, H, W), x: contiguous (N, C, H, W), weight: contiguous (O, C, 3, 3),
-// all of scalar_t; grad_x_acc: zero (N, C, H, W) of acc_t; grad_weight_acc: zero (O, C, 3, 3) of
-// acc_t. The positions' gradients go to the sampler's store_grads.
+// grad_out: contiguous (N, O, Ho, Wo), x: contiguous (N, C, H, W), weight: contiguous
+// (O, C / groups, 3, 3), all of scalar_t; grad_x_acc: zero (N, C, H, W) of acc_t; grad_weight_acc:
+// zero (O, C / groups, 3, 3) of acc_t. The positions' (and mask's) gradients go to the sampler's
+// store_grads.
 template <typename scalar_t, typename Sampler>
 void sampled_backward_impl(
     const at::Tensor& grad_out,
     const at::Tensor& x,
     const Sampler& sampler,
     const Geometry& geo,
+    const SampledConv& conv,
     const at::Tensor& weight,
     at::Tensor& grad_x_acc,
     at::Tensor& grad_weight_acc) {
@@ -110,18 +128,18 @@ void sampled_backward_impl(
   const int64_t hw_in = geo.height * geo.width;
   const int64_t per_chunk = sampled_images_per_chunk(n_img, geo.channels, geo.positions, x.element_size());
   const int64_t stride[2] = {3, 3}, padding[2] = {0, 0}, dilation[2] = {1, 1};
-  const SampledImage layout{geo.channels, geo.height, geo.width};
-  at::Tensor s = at::empty({per_chunk, geo.channels, 3 * geo.height, 3 * geo.width}, x.options());
+  const SampledImage layout{geo.channels, conv.out_h, conv.out_w};
+  at::Tensor s = at::empty({per_chunk, geo.channels, 3 * conv.out_h, 3 * conv.out_w}, x.options());
   at::Tensor grad_pos = at::empty({3 * kTaps * per_chunk * geo.positions}, grad_weight_acc.options());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t n0 = 0; n0 < n_img; n0 += per_chunk) {
     const int64_t n_seg = std::min(per_chunk, n_img - n0);
     const int64_t pc = n_seg * geo.positions;
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
-    sample_image<scalar_t>(x, sampler, geo, n0, n_seg, s_seg);
+    sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
     auto grads = at::convolution_backward(
         grad_out.narrow(0, n0, n_seg), s_seg, weight, c10::nullopt, stride, padding, dilation,
-        /*transposed=*/false, padding, /*groups=*/1, {true, true, false});
+        /*transposed=*/false, padding, conv.groups, {true, true, false});
     const at::Tensor grad_s = std::get<0>(grads).contiguous();
     grad_weight_acc.add_(std::get<1>(grads));
     col2im_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(geo.channels * pc), kThreads, 0, stream>>>(

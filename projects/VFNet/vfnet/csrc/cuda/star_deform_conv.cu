@@ -1,7 +1,7 @@
 // CUDA kernels of vfnet::star_deform_conv and vfnet::star_deform_conv_backward: the deformable
 // conv kernels of deform_columns.cuh with the star sampler (positions straight from the boxes,
 // no mask, one weight group). See deform_columns.cuh for the scheme and the dtypes; with
-// VFNET_CUDA_STAR_CONV=sampled, the sampled-image path of sampled_conv.cuh instead.
+// VFNET_CUDA_DEFORM_CONV=sampled, the sampled-image path of sampled_conv.cuh instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -45,7 +45,7 @@ at::Tensor star_deform_conv_cuda(
         using acc_t = at::opmath_type<scalar_t>;
         const StarSampler<acc_t> sampler{ltrb.const_data_ptr<acc_t>(), nullptr, height, width};
         if (sampled) {
-          out = cuda::sampled_forward_impl<scalar_t>(x, sampler, geo, weight_in.contiguous(), bias);
+          out = cuda::sampled_forward_impl<scalar_t>(x, sampler, geo, {height, width, 1}, weight_in.contiguous(), bias);
         } else {
           cuda::forward_impl<scalar_t>(x, sampler, geo, /*groups=*/1, weight2d, out);
         }
@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
           if (cuda::use_sampled_image_path()) {
             at::Tensor grad_weight4d = grad_weight2d.view(weight_in.sizes());
             cuda::sampled_backward_impl<scalar_t>(
-                grad_out, x, sampler, geo, weight_in.contiguous(), grad_x_acc, grad_weight4d);
+                grad_out, x, sampler, geo, {height, width, 1}, weight_in.contiguous(), grad_x_acc, grad_weight4d);
           } else {
             cuda::backward_impl<scalar_t>(
                 grad_out, x, sampler, geo, /*groups=*/1, weight2d, grad_x_acc, grad_weight2d);
