@@ -347,7 +347,7 @@ class RepPointsVFLTest(unittest.TestCase):
     the refinement targets at the positives' classes; VFL weighted by the refinement stage's
     label weights over num_total_samples_refine; the point losses as with the focal loss."""
 
-    def _model(self, use_vfl):
+    def _model(self, use_vfl=True, fused_ops=True):
         return RepPoints(
             backbone=_OneLevelBackbone(),
             head=RepPointsHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=3, feat_channels=32, point_feat_channels=8, stacked_convs=1),
@@ -357,6 +357,7 @@ class RepPointsVFLTest(unittest.TestCase):
             refine_matcher=MaxIoUMatcher(),
             num_classes=3,
             use_vfl=use_vfl,
+            fused_ops=fused_ops,
             **NORM,
         )
 
@@ -390,17 +391,7 @@ class RepPointsVFLTest(unittest.TestCase):
 
     def test_fused_ops_false_reaches_the_deform_convs(self):
         for fused in (True, False):
-            model = RepPoints(
-                backbone=_OneLevelBackbone(),
-                head=RepPointsHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=3, feat_channels=32, point_feat_channels=8, stacked_convs=1),
-                head_in_features=["p3"],
-                point_generator=DefaultAnchorGenerator(sizes=[[8]], aspect_ratios=[1.0], strides=[8], offset=0.0),
-                init_assigner=PointAssigner(),
-                refine_matcher=MaxIoUMatcher(),
-                num_classes=3,
-                fused_ops=fused,
-                **NORM,
-            )
+            model = self._model(fused_ops=fused)
             flags = [model.head.cls_dconv.use_fused_op, model.head.pts_refine_dconv.use_fused_op]
             self.assertEqual(flags, [fused, fused])
 

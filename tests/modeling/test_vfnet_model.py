@@ -302,6 +302,8 @@ def soft_nms_one_box_at_a_time(boxes, scores, labels, iou_threshold, sigma, min_
     """Soft-NMS as the plain loop: the global best live box, its class's decays, again."""
     from torchvision.ops import box_iou
 
+    from vfnet.nms import soft_nms_decay
+
     ious = box_iou(boxes.float(), boxes.float()) * (labels[:, None] == labels[None, :])
     current, alive = scores.float().clone(), scores.float() >= min_score
     keep, kept = [], []
@@ -313,14 +315,7 @@ def soft_nms_one_box_at_a_time(boxes, scores, labels, iou_threshold, sigma, min_
         keep.append(int(best))
         kept.append(float(best_score))
         alive[best] = False
-        overlap = ious[best]
-        if method == "linear":
-            decay = torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
-        elif method == "gaussian":
-            decay = torch.exp(-(overlap * overlap) / sigma)
-        else:
-            decay = torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
-        current = current * decay
+        current = current * soft_nms_decay(ious[best], method, iou_threshold, sigma)
         alive &= current >= min_score
     return torch.tensor(keep, dtype=torch.long), torch.tensor(kept, dtype=torch.float32)
 
@@ -386,6 +381,14 @@ class SoftNMSTest(unittest.TestCase):
         # float16 scores come back as float16
         keep, s16 = batched_soft_nms(boxes, scores.half(), labels)
         self.assertEqual(s16.dtype, torch.float16)
+
+    def test_decay_factors(self):
+        from vfnet.nms import soft_nms_decay
+
+        o = torch.tensor([0.0, 0.5, 0.65, 0.9])
+        torch.testing.assert_close(soft_nms_decay(o, "linear", 0.65, 0.5), torch.tensor([1.0, 1.0, 0.35, 0.1]))
+        torch.testing.assert_close(soft_nms_decay(o, "naive", 0.65, 0.5), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+        torch.testing.assert_close(soft_nms_decay(o, "gaussian", 0.65, 0.5), torch.exp(-(o**2) / 0.5))
 
     def test_empty_and_bad_method(self):
         keep, s = batched_soft_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))

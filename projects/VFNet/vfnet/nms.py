@@ -3,7 +3,18 @@ from typing import Tuple
 
 import torch
 
-__all__ = ["batched_soft_nms"]
+__all__ = ["batched_soft_nms", "soft_nms_decay"]
+
+
+def soft_nms_decay(overlap: torch.Tensor, method: str, iou_threshold: float, sigma: float) -> torch.Tensor:
+    """The factor that Soft-NMS multiplies a box's score by, given its IoU ``overlap`` with the
+    kept box (any shape): "linear" ``1 - o`` where o >= ``iou_threshold``, "gaussian"
+    ``exp(-o**2 / sigma)``, "naive" 0 where o >= ``iou_threshold``; 1 elsewhere."""
+    if method == "linear":
+        return torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
+    if method == "gaussian":
+        return torch.exp(-(overlap * overlap) / sigma)
+    return torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
 
 
 def batched_soft_nms(
@@ -77,13 +88,7 @@ def batched_soft_nms(
         wh = (torch.min(picked[:, 2:], boxes[:, 2:]) - torch.max(picked[:, :2], boxes[:, :2])).clamp(min=0)
         inter = wh[:, 0] * wh[:, 1]
         overlap = torch.where(pick < num, inter / (area[pick.clamp(max=num - 1)] + area - inter), 0.0)
-        if method == "linear":
-            decay = torch.where(overlap >= iou_threshold, 1.0 - overlap, torch.ones_like(overlap))
-        elif method == "gaussian":
-            decay = torch.exp(-(overlap * overlap) / sigma)
-        else:
-            decay = torch.where(overlap >= iou_threshold, torch.zeros_like(overlap), torch.ones_like(overlap))
-        current = current * decay
+        current = current * soft_nms_decay(overlap, method, iou_threshold, sigma)
         alive[:num] &= current >= min_score
         if step % 32 == 31 and not bool(alive.any()):
             break
