@@ -85,29 +85,43 @@ struct Geometry {
 };
 
 // Where the kernels below keep the sample of tap k in channel c (of the group) at the chunk's
-// position q (q = image in the chunk * H * W + y * W + x for a stride-1 conv):
+// position q (q = image in the chunk * Ho * Wo + y * Wo + x): at base(c, q) + tap(k), and
+// base(c + 1, q) = base(c, q) + channel_stride() (so the loops over taps or channels add instead
+// of dividing again).
 // - ColumnMatrix: the (C / groups * 9, pc) column matrix, row c * 9 + k;
-// - SampledImage (one weight group, chunks of whole images): the "sampled image" (n_chunk, C, 3H,
-//   3W), tap k = 3i + j of position (y, x) at pixel (3y + i, 3x + j), so that the conv is a plain
-//   3x3 convolution of stride 3 of it (cuDNN).
+// - SampledImage (all channels at once, chunks of whole images): the "sampled image"
+//   (n_chunk, C, 3Ho, 3Wo), tap k = 3i + j of output position (y, x) at pixel (3y + i, 3x + j), so
+//   that the conv is a plain 3x3 convolution of stride 3 of it (cuDNN).
 struct ColumnMatrix {
   int64_t pc;
-  __device__ __forceinline__ int64_t operator()(int64_t c, int k, int64_t q) const {
-    return (c * kTaps + k) * pc + q;
+  __device__ __forceinline__ int64_t base(int64_t c, int64_t q) const {
+    return c * kTaps * pc + q;
+  }
+  __device__ __forceinline__ int64_t tap(int k) const {
+    return k * pc;
+  }
+  __device__ __forceinline__ int64_t channel_stride() const {
+    return kTaps * pc;
   }
 };
 
 struct SampledImage {
-  int64_t channels, height, width;
-  __device__ __forceinline__ int64_t operator()(int64_t c, int k, int64_t q) const {
-    const int64_t hw = height * width;
+  int64_t channels, out_h, out_w;
+  __device__ __forceinline__ int64_t base(int64_t c, int64_t q) const {
+    const int64_t hw = out_h * out_w;
     const int64_t img = q / hw, p = q - img * hw;
-    const int64_t y = p / width, x = p - y * width;
-    return ((img * channels + c) * 3 * height + 3 * y + k / 3) * (3 * width) + 3 * x + k % 3;
+    const int64_t y = p / out_w, x = p - y * out_w;
+    return ((img * channels + c) * 3 * out_h + 3 * y) * (3 * out_w) + 3 * x;
+  }
+  __device__ __forceinline__ int64_t tap(int k) const {
+    return (k / 3) * (3 * out_w) + k % 3;
+  }
+  __device__ __forceinline__ int64_t channel_stride() const {
+    return kTaps * out_h * out_w;
   }
 };
 
-// columns[layout(c, k, q)] = (mask times) the sample of tap k in channel c_first + c at the
+// columns[layout.base(c, q) + layout.tap(k)] = (mask times) the sample of tap k in channel c_first + c at the
 // chunk's position q; x_seg: the segment's images (n_seg, C, H, W), the first being image n0.
 template <typename scalar_t, typename acc_t, typename Sampler, typename Layout = ColumnMatrix>
 __global__ void im2col_kernel(
@@ -128,6 +142,7 @@ __global__ void im2col_kernel(
     const int64_t img = v / geo.positions;
     const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
     const scalar_t* plane = x_seg + (img * geo.channels + geo.c_first + c) * hw_in;
+    scalar_t* out = columns + layout.base(c, q);
 #pragma unroll
     for (int k = 0; k < kTaps; ++k) {
       acc_t y, x, m;
@@ -143,7 +158,7 @@ __global__ void im2col_kernel(
           val = m * val;
         }
       }
-      columns[layout(c, k, q)] = static_cast<scalar_t>(val);
+      out[layout.tap(k)] = static_cast<scalar_t>(val);
     }
   }
 }
@@ -169,6 +184,7 @@ __global__ void col2im_kernel(
     const int64_t img = v / geo.positions;
     const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
     acc_t* plane = grad_x_seg + (img * geo.channels + geo.c_first + c) * hw_in;
+    const scalar_t* grad = grad_columns + layout.base(c, q);
 #pragma unroll
     for (int k = 0; k < kTaps; ++k) {
       acc_t y, x, m;
@@ -177,7 +193,7 @@ __global__ void col2im_kernel(
       if (!s.inside) {
         continue;
       }
-      acc_t g = static_cast<acc_t>(grad_columns[layout(c, k, q)]);
+      acc_t g = static_cast<acc_t>(grad[layout.tap(k)]);
       if (Sampler::kMasked) {
         g = m * g;
       }
@@ -229,8 +245,10 @@ __global__ void position_grad_kernel(
         acc_t w1, w2, w3, w4;
         bilinear_weights(s, w1, w2, w3, w4);
         const scalar_t* plane = x_seg + (img * geo.channels + geo.c_first) * hw_in;
-        for (int64_t c = 0; c < geo.group_channels; ++c, plane += hw_in) {
-          const acc_t g = static_cast<acc_t>(grad_columns[layout(c, k, q)]);
+        const scalar_t* grad = grad_columns + layout.base(0, q) + layout.tap(k);
+        const int64_t grad_stride = layout.channel_stride();
+        for (int64_t c = 0; c < geo.group_channels; ++c, plane += hw_in, grad += grad_stride) {
+          const acc_t g = static_cast<acc_t>(*grad);
           acc_t v1, v2, v3, v4;
           load_neighbours<scalar_t, acc_t>(plane, geo.height, geo.width, s, v1, v2, v3, v4);
           gy += bilinear_grad_y(s, v1, v2, v3, v4) * g;
