@@ -62,8 +62,8 @@ def batched_soft_nms(
     # largest class has boxes, with O(N) work per step (each box's IoU with its class's pick, as
     # torchvision's box_iou computes it) and no host sync per step.
     device = boxes.device
-    _, cls = torch.unique(labels, return_inverse=True)
-    num_classes = int(cls.max()) + 1
+    classes, cls = torch.unique(labels, return_inverse=True)
+    num_classes = len(classes)
     steps = int(torch.bincount(cls).max())
     boxes = boxes.float()
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -75,7 +75,7 @@ def batched_soft_nms(
     picks, pick_scores = [], []
     for step in range(steps):
         live = alive[:num]
-        masked = torch.where(live, current, torch.full_like(current, -1.0))
+        masked = torch.where(live, current, -1.0)
         best_score = torch.full((num_classes,), -1.0, device=device).scatter_reduce(0, cls, masked, "amax")
         # The first box of the class at its best score (the loop's tie rule, on any device).
         is_best = live & (masked == best_score[cls])
@@ -84,10 +84,11 @@ def batched_soft_nms(
         pick_scores.append(best_score)
         alive[best] = False
         pick = best[cls]
-        picked = boxes[pick.clamp(max=num - 1)]
+        pick_box = pick.clamp(max=num - 1)  # the sentinel reads box 0..num-1, masked out below
+        picked = boxes[pick_box]
         wh = (torch.min(picked[:, 2:], boxes[:, 2:]) - torch.max(picked[:, :2], boxes[:, :2])).clamp(min=0)
         inter = wh[:, 0] * wh[:, 1]
-        overlap = torch.where(pick < num, inter / (area[pick.clamp(max=num - 1)] + area - inter), 0.0)
+        overlap = torch.where(pick < num, inter / (area[pick_box] + area - inter), 0.0)
         current = current * soft_nms_decay(overlap, method, iou_threshold, sigma)
         alive[:num] &= current >= min_score
         if step % 32 == 31 and not bool(alive.any()):

@@ -35,6 +35,10 @@ namespace vfnet {
 namespace cuda {
 
 constexpr int64_t kSampledImageBytes = int64_t(512) << 20;
+// The sampled image's conv: 3x3, stride 3, no padding, no dilation.
+constexpr int64_t kStride3[2] = {3, 3};
+constexpr int64_t kNoPadding[2] = {0, 0};
+constexpr int64_t kNoDilation[2] = {1, 1};
 
 // True when VFNET_CUDA_DEFORM_CONV=sampled; any other value than "sampled" or "columns" is an error.
 inline bool use_sampled_image_path() {
@@ -93,18 +97,17 @@ at::Tensor sampled_forward_impl(
     const c10::optional<at::Tensor>& bias) {
   const int64_t n_img = x.size(0);
   const int64_t per_chunk = sampled_images_per_chunk(n_img, geo.channels, geo.positions, x.element_size());
-  const int64_t stride[2] = {3, 3}, padding[2] = {0, 0}, dilation[2] = {1, 1};
   at::Tensor s = at::empty({per_chunk, geo.channels, 3 * conv.out_h, 3 * conv.out_w}, x.options());
   if (per_chunk == n_img) {
     sample_image<scalar_t>(x, sampler, geo, conv, 0, n_img, s);
-    return at::conv2d(s, weight, bias, stride, padding, dilation, conv.groups).contiguous();
+    return at::conv2d(s, weight, bias, kStride3, kNoPadding, kNoDilation, conv.groups).contiguous();
   }
   at::Tensor out = at::empty({n_img, weight.size(0), conv.out_h, conv.out_w}, x.options());
   for (int64_t n0 = 0; n0 < n_img; n0 += per_chunk) {
     const int64_t n_seg = std::min(per_chunk, n_img - n0);
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
     sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
-    out.narrow(0, n0, n_seg).copy_(at::conv2d(s_seg, weight, bias, stride, padding, dilation, conv.groups));
+    out.narrow(0, n0, n_seg).copy_(at::conv2d(s_seg, weight, bias, kStride3, kNoPadding, kNoDilation, conv.groups));
   }
   return out;
 }
@@ -127,7 +130,6 @@ void sampled_backward_impl(
   const int64_t n_img = x.size(0);
   const int64_t hw_in = geo.height * geo.width;
   const int64_t per_chunk = sampled_images_per_chunk(n_img, geo.channels, geo.positions, x.element_size());
-  const int64_t stride[2] = {3, 3}, padding[2] = {0, 0}, dilation[2] = {1, 1};
   const SampledImage layout{geo.channels, conv.out_h, conv.out_w};
   at::Tensor s = at::empty({per_chunk, geo.channels, 3 * conv.out_h, 3 * conv.out_w}, x.options());
   at::Tensor grad_pos = at::empty({3 * kTaps * per_chunk * geo.positions}, grad_weight_acc.options());
@@ -138,8 +140,8 @@ void sampled_backward_impl(
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
     sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
     auto grads = at::convolution_backward(
-        grad_out.narrow(0, n0, n_seg), s_seg, weight, c10::nullopt, stride, padding, dilation,
-        /*transposed=*/false, padding, conv.groups, {true, true, false});
+        grad_out.narrow(0, n0, n_seg), s_seg, weight, c10::nullopt, kStride3, kNoPadding, kNoDilation,
+        /*transposed=*/false, kNoPadding, conv.groups, {true, true, false});
     const at::Tensor grad_s = std::get<0>(grads).contiguous();
     grad_weight_acc.add_(std::get<1>(grads));
     col2im_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(geo.channels * pc), kThreads, 0, stream>>>(
