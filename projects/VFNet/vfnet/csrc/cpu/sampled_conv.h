@@ -48,10 +48,6 @@ constexpr int kTaps = kDeformTaps;
 constexpr int64_t kBandBytes = int64_t(16) << 20;
 // Least work (samples x channels) per parallel_for chunk.
 constexpr int64_t kMinWork = 32768;
-// The sampled conv's stride, padding and dilation.
-constexpr int64_t kStride3[2] = {3, 3};
-constexpr int64_t kNoPadding[2] = {0, 0};
-constexpr int64_t kNoDilation[2] = {1, 1};
 // Largest S of one band of the weight gradient's pass (backward): oneDNN's NCHW weight gradient
 // of the stride-3 conv is fastest at ~4 rows of a 1333-pixel-wide P3 or ~8 of a 640-wide one.
 constexpr int64_t kWeightBandBytes = int64_t(6) << 20;
@@ -211,7 +207,8 @@ void forward(const at::Tensor& x, const Sampler& sampler, const at::Tensor& weig
       RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
       build_sampled<T>(sampler, pad.const_data_ptr<T>(), h, w, c, b, s.mutable_data_ptr<T>());
     }
-    const at::Tensor y = at::conv2d(s, weight, bias, kStride3, kNoPadding, kNoDilation, groups);
+    const at::Tensor y =
+        at::conv2d(s, weight, bias, kSampledConvStride, kSampledConvPadding, kSampledConvDilation, groups);
     out.narrow(0, b.n0, b.count).narrow(2, b.y0, b.rows).copy_(y);
   }
 }
@@ -225,8 +222,9 @@ inline at::Tensor sampled_grad(const at::Tensor& grad_out, const at::Tensor& wei
   const auto cl = at::MemoryFormat::ChannelsLast;
   const at::Tensor g = grad_out.narrow(0, b.n0, b.count).narrow(2, b.y0, b.rows).contiguous(cl);
   const at::Tensor s_shape = at::empty({b.count, channels, 3 * b.rows, 3 * w}, g.options().memory_format(cl));
-  auto grads = at::convolution_backward(g, s_shape, weight, c10::nullopt, kStride3, kNoPadding, kNoDilation,
-                                        /*transposed=*/false, kNoPadding, groups, {true, false, false});
+  auto grads = at::convolution_backward(g, s_shape, weight, c10::nullopt, kSampledConvStride, kSampledConvPadding,
+                                        kSampledConvDilation, /*transposed=*/false, kSampledConvPadding, groups,
+                                        {true, false, false});
   return std::get<0>(grads).contiguous(cl);
 }
 
@@ -343,8 +341,9 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
         transpose_tiled<T>(s_cl.const_data_ptr<T>(), s.mutable_data_ptr<T>(), 9 * b.rows * w, c);
       }
       const at::Tensor g = grad_out.narrow(0, img, 1).narrow(2, y0, b.rows).contiguous();
-      auto grads = at::convolution_backward(g, s, weight, c10::nullopt, kStride3, kNoPadding, kNoDilation,
-                                            /*transposed=*/false, kNoPadding, groups, {false, true, false});
+      auto grads = at::convolution_backward(g, s, weight, c10::nullopt, kSampledConvStride, kSampledConvPadding,
+                                            kSampledConvDilation, /*transposed=*/false, kSampledConvPadding, groups,
+                                            {false, true, false});
       grad_weight.add_(std::get<1>(grads));
     }
   }
