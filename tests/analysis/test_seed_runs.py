@@ -70,10 +70,10 @@ class SeedRunsTest(unittest.TestCase):
         differences, notes = paired_differences(runs, pairs)
         self.assertEqual([d.name for d in differences], ["atss_FL -> atss_VFL", "retina_FL -> retina_VFL"])
         atss, retina = differences
-        self.assertEqual(atss.differences, {1: 5.0, 2: 1.5})
+        self.assertEqual(atss.values, {1: 5.0, 2: 1.5})
         self.assertAlmostEqual(atss.mean, 3.25)
         self.assertEqual(atss.worst, 1.5)
-        self.assertEqual(retina.differences, {1: -5.0})  # seed 3 has no VFL run: not compared
+        self.assertEqual(retina.values, {1: -5.0})  # seed 3 has no VFL run: not compared
         self.assertEqual(
             notes,
             ["fovea_FL -> fovea_VFL: no runs of fovea_VFL", "retina_FL -> retina_VFL: seed 3 only in retina_FL"],
@@ -109,7 +109,8 @@ class SeedRunsTest(unittest.TestCase):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             rc = tool.main(
-                [self.root, "--suffix-pair", "_FL", "_VFL", "--pair", "atss_FL", "atss_VFL", "--pair", "retina_FL", "atss_FL"]
+                [self.root, "--suffix-pair", "_FL", "_VFL"]
+                + ["--pair", "atss_FL", "atss_VFL", "--pair", "retina_FL", "atss_FL"]
             )
         self.assertEqual(rc, 0)
         text = out.getvalue()

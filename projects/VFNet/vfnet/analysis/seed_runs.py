@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 __all__ = [
-    "SeedSummary",
-    "PairedDifference",
+    "SeedValues",
     "collect_seed_runs",
     "summarize_seed_runs",
     "paired_differences",
@@ -29,11 +28,11 @@ METRICS_FILE = "eval_metrics.json"
 
 
 @dataclass(frozen=True)
-class SeedSummary:
-    """One configuration's metric over its seeds."""
+class SeedValues:
+    """A number over seeds: one configuration's metric, or the difference of two configurations'."""
 
     name: str
-    values: Dict[int, float]  # seed -> metric
+    values: Dict[int, float]  # seed -> value
 
     @property
     def mean(self) -> float:
@@ -46,22 +45,6 @@ class SeedSummary:
     @property
     def best(self) -> float:
         return max(self.values.values())
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """``after - before`` of two configurations, seed by seed, over the seeds both have."""
-
-    name: str
-    differences: Dict[int, float]  # seed -> after - before
-
-    @property
-    def mean(self) -> float:
-        return sum(self.differences.values()) / len(self.differences)
-
-    @property
-    def worst(self) -> float:
-        return min(self.differences.values())
 
 
 def collect_seed_runs(root: str, metric: str = "bbox/AP") -> Dict[str, Dict[int, float]]:
@@ -102,9 +85,9 @@ def collect_seed_runs(root: str, metric: str = "bbox/AP") -> Dict[str, Dict[int,
     return runs
 
 
-def summarize_seed_runs(runs: Dict[str, Dict[int, float]]) -> List[SeedSummary]:
-    """One :class:`SeedSummary` per configuration of :func:`collect_seed_runs`' result, sorted by name."""
-    return [SeedSummary(name, dict(sorted(values.items()))) for name, values in sorted(runs.items())]
+def summarize_seed_runs(runs: Dict[str, Dict[int, float]]) -> List[SeedValues]:
+    """One :class:`SeedValues` per configuration of :func:`collect_seed_runs`' result, sorted by name."""
+    return [SeedValues(name, dict(sorted(values.items()))) for name, values in sorted(runs.items())]
 
 
 def suffix_pairs(runs: Dict[str, Dict[int, float]], before_suffix: str, after_suffix: str) -> List[Tuple[str, str]]:
@@ -123,10 +106,10 @@ def suffix_pairs(runs: Dict[str, Dict[int, float]], before_suffix: str, after_su
 
 def paired_differences(
     runs: Dict[str, Dict[int, float]], pairs: Sequence[Tuple[str, str]]
-) -> Tuple[List[PairedDifference], List[str]]:
+) -> Tuple[List[SeedValues], List[str]]:
     """
     Per-seed differences ``after - before`` of each (before, after) pair of configurations,
-    over the seeds both ran, named "before -> after".
+    over the seeds both ran, as :class:`SeedValues` named "before -> after".
 
     Returns:
         (differences in the order of ``pairs``, notes): a note for each configuration that has no
@@ -140,34 +123,35 @@ def paired_differences(
             continue
         before, after = runs[before_name], runs[after_name]
         for seed in sorted(set(before) ^ set(after)):
-            notes.append(f"{before_name} -> {after_name}: seed {seed} only in {before_name if seed in before else after_name}")
+            only_in = before_name if seed in before else after_name
+            notes.append(f"{before_name} -> {after_name}: seed {seed} only in {only_in}")
         common = sorted(set(before) & set(after))
         if common:
             differences.append(
-                PairedDifference(f"{before_name} -> {after_name}", {s: after[s] - before[s] for s in common})
+                SeedValues(f"{before_name} -> {after_name}", {s: after[s] - before[s] for s in common})
             )
     return differences, notes
 
 
-def _seeds(values: Dict[int, float]) -> str:
-    return ", ".join(f"{v:.1f}" for v in values.values())
-
-
 def seed_runs_markdown(
-    summaries: Sequence[SeedSummary], pairs: Sequence[PairedDifference] = (), metric: str = "bbox/AP"
+    summaries: Sequence[SeedValues], differences: Sequence[SeedValues] = (), metric: str = "bbox/AP"
 ) -> str:
-    """Markdown tables: each configuration's values per seed, mean, worst and best; then the pairs."""
+    """Markdown tables: each configuration's values per seed, mean, worst and best; then the
+    differences of pairs per seed, mean and worst."""
     lines = [
         f"| run | seeds | {metric} per seed | mean | worst | best |",
         "|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        seeds = ", ".join(str(k) for k in s.values)
-        lines.append(f"| {s.name} | {seeds} | {_seeds(s.values)} | {s.mean:.1f} | {s.worst:.1f} | {s.best:.1f} |")
-    if pairs:
+        per_seed = ", ".join(f"{v:.1f}" for v in s.values.values())
+        lines.append(f"| {s.name} | {_seed_list(s)} | {per_seed} | {s.mean:.1f} | {s.worst:.1f} | {s.best:.1f} |")
+    if differences:
         lines += ["", "| pair | seeds | difference per seed | mean | worst |", "|---|---|---|---|---|"]
-        for p in pairs:
-            seeds = ", ".join(str(k) for k in p.differences)
-            per_seed = ", ".join(f"{v:+.1f}" for v in p.differences.values())
-            lines.append(f"| {p.name} | {seeds} | {per_seed} | {p.mean:+.1f} | {p.worst:+.1f} |")
+        for d in differences:
+            per_seed = ", ".join(f"{v:+.1f}" for v in d.values.values())
+            lines.append(f"| {d.name} | {_seed_list(d)} | {per_seed} | {d.mean:+.1f} | {d.worst:+.1f} |")
     return "\n".join(lines)
+
+
+def _seed_list(v: SeedValues) -> str:
+    return ", ".join(str(seed) for seed in v.values)
