@@ -39,13 +39,6 @@ namespace vfnet {
 // Taps of the 3x3 kernel, k = 3 * i + j (row i, column j).
 constexpr int kDeformTaps = 9;
 
-// The "sampled image" scheme (cpu/sampled_conv.h, cuda/sampled_conv.cuh) runs the deformable
-// conv as a plain 3x3 conv of stride 3 of the image of the samples: its stride, padding and
-// dilation, as ATen's conv functions take them.
-constexpr int64_t kSampledConvStride[2] = {3, 3};
-constexpr int64_t kSampledConvPadding[2] = {0, 0};
-constexpr int64_t kSampledConvDilation[2] = {1, 1};
-
 template <typename T>
 C10_HOST_DEVICE inline T deform_floor(T v) {
 #ifdef __CUDA_ARCH__

@@ -1,5 +1,5 @@
 // CPU kernels of vfnet::star_deform_conv and vfnet::star_deform_conv_backward: the deformable
-// convolution of sampled_conv.h (a stride-3 convolution of the sampled image) with the star
+// convolution of sampled_conv.h (a 1x1 convolution of the samples, channels-last) with the star
 // sampler (positions straight from the boxes, no mask, one weight group).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -40,7 +40,7 @@ at::Tensor star_deform_conv_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv (CPU)", [&] {
     const StarSampler<scalar_t> sampler{ltrb.const_data_ptr<scalar_t>(), nullptr, x_in.size(2), x_in.size(3)};
-    cpu::sampled::forward<scalar_t>(x_in, sampler, weight, b, /*groups=*/1, out);
+    cpu::sampled::forward<scalar_t>(x_in, sampler, weight, b, out);
   });
   return out.scalar_type() == dtype ? out : out.to(dtype);
 }
@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
     AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv_backward (CPU)", [&] {
       const StarSampler<scalar_t> sampler{
           ltrb.const_data_ptr<scalar_t>(), grad_ltrb.mutable_data_ptr<scalar_t>(), x_in.size(2), x_in.size(3)};
-      cpu::sampled::backward<scalar_t>(grad_out, x_in, sampler, weight, /*groups=*/1, grad_x, grad_weight);
+      cpu::sampled::backward<scalar_t>(grad_out, x_in, sampler, weight, grad_x, grad_weight);
     });
   }
   return std::make_tuple(

@@ -35,6 +35,10 @@ namespace vfnet {
 namespace cuda {
 
 constexpr int64_t kSampledImageBytes = int64_t(512) << 20;
+// The sampled image's conv: 3x3, stride 3, no padding, no dilation.
+constexpr int64_t kStride3[2] = {3, 3};
+constexpr int64_t kNoPadding[2] = {0, 0};
+constexpr int64_t kNoDilation[2] = {1, 1};
 
 // True when VFNET_CUDA_DEFORM_CONV=sampled; any other value than "sampled" or "columns" is an error.
 inline bool use_sampled_image_path() {
@@ -96,17 +100,14 @@ at::Tensor sampled_forward_impl(
   at::Tensor s = at::empty({per_chunk, geo.channels, 3 * conv.out_h, 3 * conv.out_w}, x.options());
   if (per_chunk == n_img) {
     sample_image<scalar_t>(x, sampler, geo, conv, 0, n_img, s);
-    return at::conv2d(s, weight, bias, kSampledConvStride, kSampledConvPadding, kSampledConvDilation, conv.groups)
-        .contiguous();
+    return at::conv2d(s, weight, bias, kStride3, kNoPadding, kNoDilation, conv.groups).contiguous();
   }
   at::Tensor out = at::empty({n_img, weight.size(0), conv.out_h, conv.out_w}, x.options());
   for (int64_t n0 = 0; n0 < n_img; n0 += per_chunk) {
     const int64_t n_seg = std::min(per_chunk, n_img - n0);
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
     sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
-    out.narrow(0, n0, n_seg)
-        .copy_(at::conv2d(s_seg, weight, bias, kSampledConvStride, kSampledConvPadding, kSampledConvDilation,
-                          conv.groups));
+    out.narrow(0, n0, n_seg).copy_(at::conv2d(s_seg, weight, bias, kStride3, kNoPadding, kNoDilation, conv.groups));
   }
   return out;
 }
@@ -139,8 +140,8 @@ void sampled_backward_impl(
     at::Tensor s_seg = s.narrow(0, 0, n_seg);
     sample_image<scalar_t>(x, sampler, geo, conv, n0, n_seg, s_seg);
     auto grads = at::convolution_backward(
-        grad_out.narrow(0, n0, n_seg), s_seg, weight, c10::nullopt, kSampledConvStride, kSampledConvPadding,
-        kSampledConvDilation, /*transposed=*/false, kSampledConvPadding, conv.groups, {true, true, false});
+        grad_out.narrow(0, n0, n_seg), s_seg, weight, c10::nullopt, kStride3, kNoPadding, kNoDilation,
+        /*transposed=*/false, kNoPadding, conv.groups, {true, true, false});
     const at::Tensor grad_s = std::get<0>(grads).contiguous();
     grad_weight_acc.add_(std::get<1>(grads));
     col2im_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(geo.channels * pc), kThreads, 0, stream>>>(
