@@ -403,11 +403,11 @@ def fractional_boxes(n, h, w, reach, device, seed):
 class ChunkPlanMixin:
     """How the kernels cut the batch, on `device`.
 
-    CPU (csrc/cpu/sampled_conv.h): the sampled image S (9 samples x C channels per position) is
-    built and convolved in bands of output rows of at most 16 MiB of S (in the compute type:
-    float32, float64 for float64), the whole batch in one band when it fits; the backward's
-    weight gradient in bands of 4 rows. `SPLIT` is cut into several bands per image, `GROUPED`
-    is one band; the forward's ``aten::convolution`` calls show it.
+    CPU (csrc/cpu/sampled_conv.h): the samples S (9 samples x C channels per position) are
+    built and convolved in bands of output rows of at most 12 MiB of S (in the compute type:
+    float32, float64 for float64), the whole batch in one band when it fits, in the forward and
+    the backward. `SPLIT` is cut into several bands per image, `GROUPED` is one band; the
+    forward's ``aten::convolution`` calls show it.
 
     CUDA (make_column_plan in csrc/deform_columns.h): chunks of at most 64 MiB of columns,
     at least 1024 positions; the images of a group (the largest divisor of N up to 32) share one
@@ -416,14 +416,13 @@ class ChunkPlanMixin:
     device = "cpu"
     split_op = "aten::convolution"
     # (N, C, O, H, W). CPU: 9 * 32 * 128 * 128 * 4 bytes = 18 MiB of S per image in float32,
-    # 36 MiB in float64.
+    # 36 MiB in float64: 2 and 3 bands.
     SPLIT = (1, 32, 4, 128, 128)
     # 34 images of 3 x 4 positions: one band (CPU); 2 groups of 17 (CUDA).
     GROUPED = (34, 8, 4, 3, 4)
     GROUPED_CALLS = 1
     # (H, W) of a 1-channel image whose grad_weight is summed over several parts: on the CPU
-    # the weight pass's bands of 6 MiB of S are 291 rows of 600 (3 bands), plus the one
-    # convolution_backward call of grad_S (13 MiB, one band).
+    # 9 * 600 * 600 * 4 bytes = 13 MiB of S, 2 bands (2 convolution_backward calls each).
     LOW_PRECISION_MAP = (600, 600)
     LOW_PRECISION_CALLS = 4
     LOW_PRECISION_DTYPES = (torch.bfloat16,)

@@ -23,7 +23,7 @@ __all__ = ["TOLERANCES", "load_fixture", "decode_fixture_weights", "build_vfnet_
 TOLERANCES = {
     # Head and neck outputs: |ours - reference| <= head_abs + head_rel * |reference| (as
     # torch.allclose). The boxes are exp(logit) x up to 1024 px: a summation order in the convs
-    # that differs from MMDetection's (oneDNN's channels-last kernels, the stride-3 sampled conv
+    # that differs from MMDetection's (oneDNN's channels-last kernels, the 1x1 conv of the samples
     # of the star convs) moves a logit by ~1e-7 and a 1000 px box by ~1e-3 px, ~1e-6 relative.
     "head_abs": 1e-4,
     "head_rel": 1e-5,

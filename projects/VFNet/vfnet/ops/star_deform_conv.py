@@ -14,10 +14,10 @@ bilinearly (zero outside the map), and the output is the usual sum over channels
 offsets nor torchvision's (C * 9, H * W) column buffer of a whole image.
 
 On the CPU (``csrc/cpu/sampled_conv.h``) the nine samples of each position are written into a
-channels-last "sampled image" S of 3H x 3W pixels (tap (i, j) of position (y, x) at pixel
-(3y + i, 3x + j)), band of rows by band of rows (16 MiB at most), and the op is ATen's stride-3
-3x3 convolution of S, which runs oneDNN's channels-last kernels: the forward costs 1.1-1.4x a
-plain 3x3 convolution of the same shape, forward + backward 1.9x. The samples are torchvision's
+channels-last (N, 9 * C, H, W) tensor S (channel k * C + c holds tap k of channel c), band of rows
+by band of rows (12 MiB at most), and the op is ATen's 1x1 convolution of S with the weight as
+(O, 9 * C, 1, 1), which runs oneDNN's channels-last GEMM kernels in the forward and both
+gradients: forward + backward costs 1.5-1.7x a plain 3x3 convolution of the same shape. The samples are torchvision's
 formula term by term; the sums over (channel, tap) are oneDNN's, so float32 results differ from
 torchvision's by float rounding (~1e-6 relative), float64 by ~1e-15. bfloat16 and float16 inputs
 are computed in float32 and rounded once. The CPU backward is deterministic. On CUDA the kernels
