@@ -78,6 +78,52 @@ inline void dot4_impl(const T* __restrict g, const T* __restrict v1, const T* __
   d[3] = t4;
 }
 
+template <typename T>
+inline void scatter_dot4_impl(T* __restrict a1, T* __restrict a2, T* __restrict a3, T* __restrict a4,
+                              const T* __restrict g, T w1, T w2, T w3, T w4, const T* __restrict v1,
+                              const T* __restrict v2, const T* __restrict v3, const T* __restrict v4,
+                              T* d, int64_t n) {
+  // scatter4_impl and dot4_impl in one pass over g (the same lanes and order as dot4_impl).
+  constexpr int kLanes = 8;
+  T s1[kLanes] = {}, s2[kLanes] = {}, s3[kLanes] = {}, s4[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const T gi = g[i + l];
+      a1[i + l] += w1 * gi;
+      a2[i + l] += w2 * gi;
+      a3[i + l] += w3 * gi;
+      a4[i + l] += w4 * gi;
+      s1[l] += gi * v1[i + l];
+      s2[l] += gi * v2[i + l];
+      s3[l] += gi * v3[i + l];
+      s4[l] += gi * v4[i + l];
+    }
+  }
+  for (int l = 0; i < n; ++i, ++l) {
+    const T gi = g[i];
+    a1[i] += w1 * gi;
+    a2[i] += w2 * gi;
+    a3[i] += w3 * gi;
+    a4[i] += w4 * gi;
+    s1[l] += gi * v1[i];
+    s2[l] += gi * v2[i];
+    s3[l] += gi * v3[i];
+    s4[l] += gi * v4[i];
+  }
+  T t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    t1 += s1[l];
+    t2 += s2[l];
+    t3 += s3[l];
+    t4 += s4[l];
+  }
+  d[0] = t1;
+  d[1] = t2;
+  d[2] = t3;
+  d[3] = t4;
+}
+
 } // namespace
 
 VFNET_VECTOR_CLONES void blend4(float* dst, const float* v1, const float* v2, const float* v3,
@@ -109,6 +155,19 @@ VFNET_VECTOR_CLONES void dot4(const float* g, const float* v1, const float* v2, 
 void dot4(const double* g, const double* v1, const double* v2, const double* v3, const double* v4,
           double* d, int64_t n) {
   dot4_impl(g, v1, v2, v3, v4, d, n);
+}
+
+VFNET_VECTOR_CLONES void scatter_dot4(float* a1, float* a2, float* a3, float* a4, const float* g,
+                                      float w1, float w2, float w3, float w4, const float* v1,
+                                      const float* v2, const float* v3, const float* v4, float* d,
+                                      int64_t n) {
+  scatter_dot4_impl(a1, a2, a3, a4, g, w1, w2, w3, w4, v1, v2, v3, v4, d, n);
+}
+
+void scatter_dot4(double* a1, double* a2, double* a3, double* a4, const double* g, double w1,
+                  double w2, double w3, double w4, const double* v1, const double* v2,
+                  const double* v3, const double* v4, double* d, int64_t n) {
+  scatter_dot4_impl(a1, a2, a3, a4, g, w1, w2, w3, w4, v1, v2, v3, v4, d, n);
 }
 
 } // namespace sampled

@@ -20,11 +20,12 @@
 // small), at most kBandBytes each, so the extra memory stays a few tens of MiB whatever the image.
 //
 // Backward, band by band: ATen's convolution_backward gives grad_S; then
-//   - grad_x: each grad_S vector is scattered, times the four bilinear weights (and the mask),
-//     into a padded channels-last float accumulator, in parallel over channel slices (each
-//     thread owns its channels: deterministic for a given thread count);
-//   - the gradient of each tap's sampling position (and mask), from the dot products of grad_S
-//     with the four neighbours, in parallel over positions, handed to Sampler::store_grads;
+//   - one pass over grad_S in parallel over channel slices (each thread owns its channels:
+//     deterministic for a given thread count): each grad_S vector is scattered, times the four
+//     bilinear weights (and the mask), into a padded channels-last accumulator of grad_x, and its
+//     dot products with the tap's four neighbours are taken over the slice's channels;
+//   - the gradient of each tap's sampling position (and mask), from those dot products summed
+//     over the slices in slice order, in parallel over positions, handed to Sampler::store_grads;
 //   - S is rebuilt and the band's weight gradient (convolution_backward again) summed over the
 //     bands in the compute type.
 //
@@ -79,6 +80,13 @@ void dot4(const float* g, const float* v1, const float* v2, const float* v3, con
           float* d, int64_t n);
 void dot4(const double* g, const double* v1, const double* v2, const double* v3, const double* v4,
           double* d, int64_t n);
+// scatter4 (acc_i += w_i * g) and dot4 (d[i] = sum_c g[c] * v_i[c]) in one pass over g.
+void scatter_dot4(float* a1, float* a2, float* a3, float* a4, const float* g, float w1, float w2,
+                  float w3, float w4, const float* v1, const float* v2, const float* v3,
+                  const float* v4, float* d, int64_t n);
+void scatter_dot4(double* a1, double* a2, double* a3, double* a4, const double* g, double w1,
+                  double w2, double w3, double w4, const double* v1, const double* v2,
+                  const double* v3, const double* v4, double* d, int64_t n);
 
 // ---------------------------------------------------------------------------------- layout
 
@@ -228,8 +236,16 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
   const auto cl = at::MemoryFormat::ChannelsLast;
   // Channel slices of the grad_x scatter: one per thread (at most one per 16 channels).
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), c / 16));
+  // The slices' parts of each tap's four dot products, (slices, positions of a band, 9, 4).
+  const std::vector<Band> bands = make_bands(n, h, w, c, sizeof(T));
+  int64_t max_positions = 0;
+  for (const Band& b : bands) {
+    max_positions = std::max(max_positions, b.count * b.rows * w);
+  }
+  std::vector<T> dots(static_cast<size_t>(slices * max_positions * kTaps * 4));
+  T* dots_ptr = dots.data();
 
-  for (const Band& b : make_bands(n, h, w, c, sizeof(T))) {
+  for (const Band& b : bands) {
     const at::Tensor g = grad_out.narrow(0, b.n0, b.count).narrow(2, b.y0, b.rows).contiguous(cl);
     at::Tensor s = empty_band(b, w, c, opts);
     at::Tensor grad_s;
@@ -243,23 +259,35 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
     const int64_t positions = b.count * b.rows * w;
 
     {
-      // grad_x: every thread scatters all samples into its own channels.
+      // One pass over grad_S, in parallel over channel slices (each thread owns its channels of
+      // grad_x): the scatter into grad_x, and the slice's part of each tap's four dot products
+      // with its neighbours, which the positions' (and masks') gradients need.
       RECORD_FUNCTION("vfnet::sampled_conv::scatter_grad_x", std::vector<c10::IValue>());
       at::parallel_for(0, slices, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t sl = s0; sl < s1; ++sl) {
           const int64_t c0 = c * sl / slices, c1 = c * (sl + 1) / slices, cn = c1 - c0;
+          T* dots_sl = dots_ptr + sl * positions * kTaps * 4;
           for (int64_t q = 0; q < positions; ++q) {
             const BandPosition bp = band_position(b, w, q);
             const typename Sampler::Point pt = sampler.point(bp.img, bp.p);
             for (int k = 0; k < kTaps; ++k) {
               const Tap<T> t = make_tap<T>(sampler, pt, k, bp.img, h, w, c);
-              if (!t.s.inside) {
-                continue;
-              }
+              const bool scatter = t.s.inside;
+              const bool dot = t.corner >= 0 && (Sampler::needs_y(k) || Sampler::needs_x(k) || kMasked);
+              T* d = dots_sl + (q * kTaps + k) * 4;
+              const T* g_qk = gs + (q * kTaps + k) * c + c0;
               const T m = kMasked ? t.m : T(1);
               T* a1 = grad_pad_ptr + t.corner + c0;
-              scatter4(a1, a1 + c, a1 + wp_c, a1 + wp_c + c, gs + (q * kTaps + k) * c + c0, m * t.w1,
-                       m * t.w2, m * t.w3, m * t.w4, cn);
+              const T* v1 = pad_ptr + t.corner + c0;
+              if (scatter && dot) {
+                scatter_dot4(a1, a1 + c, a1 + wp_c, a1 + wp_c + c, g_qk, m * t.w1, m * t.w2, m * t.w3,
+                             m * t.w4, v1, v1 + c, v1 + wp_c, v1 + wp_c + c, d, cn);
+              } else if (scatter) {
+                scatter4(a1, a1 + c, a1 + wp_c, a1 + wp_c + c, g_qk, m * t.w1, m * t.w2, m * t.w3,
+                         m * t.w4, cn);
+              } else if (dot) {
+                dot4(g_qk, v1, v1 + c, v1 + wp_c, v1 + wp_c + c, d, cn);
+              }
             }
           }
         }
@@ -267,9 +295,10 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
     }
 
     {
-      // The positions' (and masks') gradients.
+      // The positions' (and masks') gradients from the dot products, summed over the slices in
+      // slice order.
       RECORD_FUNCTION("vfnet::sampled_conv::position_grads", std::vector<c10::IValue>());
-      at::parallel_for(0, positions, grain(kTaps * c), [&](int64_t q0, int64_t q1) {
+      at::parallel_for(0, positions, grain(kTaps * 16), [&](int64_t q0, int64_t q1) {
         for (int64_t q = q0; q < q1; ++q) {
           const BandPosition bp = band_position(b, w, q);
           const typename Sampler::Point pt = sampler.point(bp.img, bp.p);
@@ -284,8 +313,15 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
               continue;
             }
             T d[4];
-            const T* v1 = pad_ptr + t.corner;
-            dot4(gs + (q * kTaps + k) * c, v1, v1 + c, v1 + wp_c, v1 + wp_c + c, d, c);
+            const T* d_sl = dots_ptr + (q * kTaps + k) * 4;
+            for (int i = 0; i < 4; ++i) {
+              d[i] = d_sl[i];
+            }
+            for (int64_t sl = 1; sl < slices; ++sl) {
+              for (int i = 0; i < 4; ++i) {
+                d[i] += d_sl[sl * positions * kTaps * 4 + i];
+              }
+            }
             gy[k] = bilinear_grad_y(t.s, d[0], d[1], d[2], d[3]);
             gx[k] = bilinear_grad_x(t.s, d[0], d[1], d[2], d[3]);
             if (kMasked) {
