@@ -96,6 +96,21 @@ class StarDeformConvCPUTest(unittest.TestCase):
                     for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
                         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
+    def test_gradients_with_channels_split_over_threads(self):
+        # The backward splits the channels over the threads (at least 16 each): 50 channels are
+        # one slice with 1 thread, 25 + 25 with 2, 16 + 17 + 17 with 3 (runs that are not a
+        # multiple of the 8 lanes of the dot products). Each split gives torchvision's gradients.
+        inputs = make_inputs(2, 50, 6, 9, 11, dtype=torch.float64, seed=31)
+        inputs = [t.requires_grad_() for t in inputs]
+        ref = star_deform_conv_reference(*inputs)
+        grad_out = torch.randn_like(ref)
+        grads_ref = torch.autograd.grad(ref, inputs, grad_out)
+        for threads in (1, 2, 3):
+            with self.subTest(threads=threads), num_threads(threads):
+                grads = torch.autograd.grad(star_deform_conv(*inputs), inputs, grad_out)
+                for name, a, b in zip("x ltrb weight bias".split(), grads, grads_ref):
+                    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
     def test_float32_gradients_match_torchvision(self):
         x, ltrb, weight, bias = make_inputs(2, 64, 32, 12, 17, seed=3)
         inputs = [t.requires_grad_() for t in (x, ltrb, weight, bias)]
