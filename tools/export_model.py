@@ -14,8 +14,8 @@ within 1e-3 px, scores within 1e-5). The exported graph takes the image after th
 test-time resize, (3, H, W) float32 in the model's channel order, and returns pred_boxes,
 pred_classes, scores and image_size (NMS included); see vfnet/export/tracing.py.
 
-Weights: KEY=VALUE overrides after the flags, train.init_checkpoint=... (LazyConfig .py) or
-MODEL.WEIGHTS=... (.yaml); without them the model has random weights.
+Weights: overrides after the flags, train.init_checkpoint=... (LazyConfig .py) or MODEL.WEIGHTS=...
+or "MODEL.WEIGHTS path" (.yaml); without them the model has the config's (random when it names none).
 """
 import argparse
 import json
@@ -113,13 +113,7 @@ def main(argv=None) -> int:
         raise SystemExit("--export-method scripting exports TorchScript only (--format torchscript)")
     os.makedirs(args.output, exist_ok=True)
 
-    weights_key = "MODEL.WEIGHTS" if args.config_file.endswith((".yaml", ".yml")) else "train.init_checkpoint"
-    weights = ""
-    for item in args.opts:
-        key, _, value = item.partition("=")
-        if key == weights_key:
-            weights = value
-    predictor, _ = build_predictor(args.config_file, weights, args.opts, device=args.device)
+    predictor, _ = build_predictor(args.config_file, "", args.opts, device=args.device)
     model = predictor.model
     if args.spread_scores is not None:
         spread_classifier_scores(model, args.spread_scores)
@@ -192,6 +186,10 @@ def check(args, model, predictor, path: str, images) -> int:
         print(json.dumps(row))
     with open(os.path.join(args.output, "export_check.json"), "w") as f:
         json.dump(rows, f, indent=1)
+    if all(r["count"] == 0 for r in rows):
+        print("export_model: warning: the eager model detects nothing on any check image, so the check "
+              "compared no detections (random weights? give MODEL.WEIGHTS / train.init_checkpoint, or "
+              "--spread-scores)", file=sys.stderr)
     bad = [r["image"] for r in rows if not r["agree"]]
     if bad:
         print(f"export_model: the exported model disagrees with eager PyTorch on {bad}", file=sys.stderr)

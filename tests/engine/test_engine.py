@@ -294,5 +294,31 @@ class DefaultPredictorTest(unittest.TestCase):
         self.assertLessEqual(boxes[:, 2].max().item(), 320)
 
 
+class BuildPredictorTest(unittest.TestCase):
+    def test_weights_from_the_config_overrides(self):
+        # Detectron2's users give yacs weights as a "MODEL.WEIGHTS path" pair; KEY=VALUE works too,
+        # and for a LazyConfig train.init_checkpoint=path. Each loads the checkpoint.
+        from vfnet.predictor import build_predictor
+
+        quickstart = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu")
+        predictor, _ = build_predictor(quickstart + ".yaml", "")
+        with torch.no_grad():
+            predictor.model.head.cls_score.bias.copy_(torch.arange(6.0))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.pth")
+            torch.save({"model": predictor.model.state_dict()}, path)
+            for config, overrides in (
+                (".yaml", ["MODEL.WEIGHTS", path]),
+                (".yaml", [f"MODEL.WEIGHTS={path}"]),
+                (".py", [f"train.init_checkpoint={path}"]),
+            ):
+                with self.subTest(config=config, overrides=overrides):
+                    loaded, _ = build_predictor(quickstart + config, "", overrides)
+                    self.assertTrue(torch.equal(loaded.model.head.cls_score.bias, torch.arange(6.0)))
+            # An explicit checkpoint argument wins over the config's.
+            loaded, _ = build_predictor(quickstart + ".yaml", path, ["MODEL.WEIGHTS", "missing.pth"])
+            self.assertTrue(torch.equal(loaded.model.head.cls_score.bias, torch.arange(6.0)))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -206,3 +206,20 @@ def test_export_model_tool_on_the_quickstart_yaml(tmp_path, capsys):
     traced = torch.jit.load(str(out / "model.ts"))
     boxes, classes, scores, size = traced(torch.zeros(3, 128, 160))
     assert size.tolist() == [128, 160] and boxes.shape[1] == 4
+
+
+def test_export_model_tool_warns_when_the_check_compares_no_detections(tmp_path, capsys):
+    # Random weights without --spread-scores: every score sits at the prior's 0.01, below the
+    # threshold, so eager and exported models agree on nothing at all; the tool says so.
+    import cv2
+
+    sample = str(tmp_path / "sample.png")
+    cv2.imwrite(sample, random_image(120, 150, seed=4).permute(1, 2, 0).numpy().astype(np.uint8))
+    config = os.path.join(REPO_ROOT, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu.yaml")
+    code = _export_model_tool().main([
+        "--config-file", config, "--format", "torchscript", "--output", str(tmp_path / "out"),
+        "--sample-image", sample, "--check",
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    assert "detects nothing on any check image" in captured.err

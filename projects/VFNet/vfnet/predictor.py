@@ -56,10 +56,12 @@ def _first(names) -> str:
 def build_predictor(config_file: str, weights: str, overrides: Sequence[str] = (), device: Optional[str] = None):
     """
     A predictor for ``config_file`` (``.yaml``: ``DefaultPredictor``; ``.py``: :class:`LazyPredictor`)
-    with the given weights. Returns ``(predictor, metadata)``.
+    with the given weights, else the config's (``MODEL.WEIGHTS`` / ``train.init_checkpoint``, after
+    ``overrides``). Returns ``(predictor, metadata)``.
     """
     cfg = load_config(config_file, overrides)
     if isinstance(cfg, CfgNode):
+        weights = weights or cfg.MODEL.WEIGHTS
         cfg.MODEL.WEIGHTS = ""  # loaded below, with the architecture checks of VFNetCheckpointer
         if device:
             cfg.MODEL.DEVICE = device
