@@ -236,7 +236,8 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
   const auto cl = at::MemoryFormat::ChannelsLast;
   // Channel slices of the grad_x scatter: one per thread (at most one per 16 channels).
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), c / 16));
-  // The slices' parts of each tap's four dot products, (slices, positions of a band, 9, 4).
+  // The slices' parts of each tap's four dot products, (slices, positions of a band, 9, 4): 4 / C
+  // of S's size per slice, so at most S / 4 from 16 channels up (4 x S for a single channel).
   const std::vector<Band> bands = make_bands(n, h, w, c, sizeof(T));
   int64_t max_positions = 0;
   for (const Band& b : bands) {
