@@ -18,8 +18,8 @@ TINY = [
 ]
 
 # Measured on the project's 2-core machine (seeded, so the same every run there): 300 iterations reach
-# 33.6 AP in about a minute (40.0 before the CPU speed work of issue 11 changed the float rounding of
-# the head); with the VFL targets written to the wrong class (gt + 1, a one-line bug in VFNet.losses)
+# 36.3 AP in about a minute (33.6 and 40.0 with the rounding of the two previous CPU star-conv
+# kernels, issue 11); with the VFL targets written to the wrong class (gt + 1, a one-line bug in VFNet.losses)
 # the same run reached 10.1.
 GUARD_ITERS = 300
 GUARD_MIN_AP = 25.0
