@@ -334,6 +334,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       });
     }
 
+    grad_s.reset(); // the band's samples' gradient is used up: not held through the weight pass
     {
       RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
       build_sampled<T>(sampler, pad_ptr, h, w, c, b, s.mutable_data_ptr<T>());
