@@ -17,8 +17,8 @@ On the CPU (``csrc/cpu/sampled_conv.h``) the nine samples of each position are w
 channels-last (N, 9 * C, H, W) tensor S (channel k * C + c holds tap k of channel c), band of rows
 by band of rows (12 MiB at most), and the op is ATen's 1x1 convolution of S with the weight as
 (O, 9 * C, 1, 1), which runs oneDNN's channels-last GEMM kernels in the forward and both
-gradients: forward + backward costs 1.5-1.7x a plain 3x3 convolution of the same shape. The samples are torchvision's
-formula term by term; the sums over (channel, tap) are oneDNN's, so float32 results differ from
+gradients: forward + backward costs 1.4-1.6x a plain 3x3 convolution of the same shape (P3, 2
+threads). The samples are torchvision's formula term by term; the sums over (channel, tap) are oneDNN's, so float32 results differ from
 torchvision's by float rounding (~1e-6 relative), float64 by ~1e-15. bfloat16 and float16 inputs
 are computed in float32 and rounded once. The CPU backward is deterministic. On CUDA the kernels
 sample a column matrix chunk by chunk and multiply it by the weight with cuBLAS (float32
