@@ -44,6 +44,22 @@ inline void scatter4_impl(T* __restrict a1, T* __restrict a2, T* __restrict a3, 
   }
 }
 
+// d[i] = the sum of the kLanes partial sums of neighbour i, lane by lane in order.
+template <typename T, int kLanes>
+inline void sum_lanes(const T* s1, const T* s2, const T* s3, const T* s4, T* d) {
+  T t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    t1 += s1[l];
+    t2 += s2[l];
+    t3 += s3[l];
+    t4 += s4[l];
+  }
+  d[0] = t1;
+  d[1] = t2;
+  d[2] = t3;
+  d[3] = t4;
+}
+
 template <typename T>
 inline void dot4_impl(const T* __restrict g, const T* __restrict v1, const T* __restrict v2,
                       const T* __restrict v3, const T* __restrict v4, T* d, int64_t n) {
@@ -65,17 +81,7 @@ inline void dot4_impl(const T* __restrict g, const T* __restrict v1, const T* __
     s3[l] += g[i] * v3[i];
     s4[l] += g[i] * v4[i];
   }
-  T t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    t1 += s1[l];
-    t2 += s2[l];
-    t3 += s3[l];
-    t4 += s4[l];
-  }
-  d[0] = t1;
-  d[1] = t2;
-  d[2] = t3;
-  d[3] = t4;
+  sum_lanes<T, kLanes>(s1, s2, s3, s4, d);
 }
 
 template <typename T>
@@ -111,17 +117,7 @@ inline void scatter_dot4_impl(T* __restrict a1, T* __restrict a2, T* __restrict 
     s3[l] += gi * v3[i];
     s4[l] += gi * v4[i];
   }
-  T t1 = 0, t2 = 0, t3 = 0, t4 = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    t1 += s1[l];
-    t2 += s2[l];
-    t3 += s3[l];
-    t4 += s4[l];
-  }
-  d[0] = t1;
-  d[1] = t2;
-  d[2] = t3;
-  d[3] = t4;
+  sum_lanes<T, kLanes>(s1, s2, s3, s4, d);
 }
 
 } // namespace
