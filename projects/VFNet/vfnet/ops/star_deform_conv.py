@@ -18,11 +18,11 @@ channels-last (N, 9 * C, H, W) tensor S (channel k * C + c holds tap k of channe
 by band of rows (12 MiB at most), and the op is ATen's 1x1 convolution of S with the weight as
 (O, 9 * C, 1, 1), which runs oneDNN's channels-last GEMM kernels in the forward and both
 gradients: forward + backward costs 1.4-1.6x a plain 3x3 convolution of the same shape (P3, 2
-threads). The samples are torchvision's formula term by term; the sums over (channel, tap) are oneDNN's, so float32 results differ from
-torchvision's by float rounding (~1e-6 relative), float64 by ~1e-15. bfloat16 and float16 inputs
-are computed in float32 and rounded once. The CPU backward is deterministic. On CUDA the kernels
-sample a column matrix chunk by chunk and multiply it by the weight with cuBLAS (float32
-accumulation for float16/bfloat16); the backward sums ``grad_x`` with atomics, so it is not
+threads). The samples are torchvision's formula term by term; the sums over (channel, tap) are
+oneDNN's, so float32 results differ from torchvision's by float rounding (~1e-6 relative), float64
+by ~1e-15. bfloat16 and float16 inputs are computed in float32 and rounded once. The CPU backward
+is deterministic. On CUDA the kernels sample a column matrix chunk by chunk and multiply it by the
+weight with cuBLAS (float32 accumulation for float16/bfloat16); the backward sums ``grad_x`` with atomics, so it is not
 deterministic: under ``torch.use_deterministic_algorithms(True)`` it raises. ``grad_weight`` is
 summed over bands / chunks in float32 for every input dtype.
 

@@ -162,6 +162,13 @@ inline Tap<T> make_tap(const Sampler& sampler, const typename Sampler::Point& pt
   return t;
 }
 
+// Whether tap k's position (or mask) has a gradient: the backward takes the dot products of its
+// samples' gradient with the four neighbours only for these taps, and reads them only for these.
+template <typename Sampler>
+inline bool has_position_grad(int k) {
+  return Sampler::needs_y(k) || Sampler::needs_x(k) || Sampler::kMasked;
+}
+
 // The image and the position (row-major in the image) of a band's position q.
 struct BandPosition {
   int64_t img, p;
@@ -258,6 +265,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
     }
     const T* gs = grad_s.const_data_ptr<T>();
     const int64_t positions = b.count * b.rows * w;
+    const int64_t slice_dots = positions * kTaps * 4; // one slice's part of `dots` in this band
 
     {
       // One pass over grad_S, in parallel over channel slices (each thread owns its channels of
@@ -267,14 +275,14 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       at::parallel_for(0, slices, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t sl = s0; sl < s1; ++sl) {
           const int64_t c0 = c * sl / slices, c1 = c * (sl + 1) / slices, cn = c1 - c0;
-          T* dots_sl = dots_ptr + sl * positions * kTaps * 4;
+          T* dots_sl = dots_ptr + sl * slice_dots;
           for (int64_t q = 0; q < positions; ++q) {
             const BandPosition bp = band_position(b, w, q);
             const typename Sampler::Point pt = sampler.point(bp.img, bp.p);
             for (int k = 0; k < kTaps; ++k) {
               const Tap<T> t = make_tap<T>(sampler, pt, k, bp.img, h, w, c);
               const bool scatter = t.s.inside;
-              const bool dot = t.corner >= 0 && (Sampler::needs_y(k) || Sampler::needs_x(k) || kMasked);
+              const bool dot = t.corner >= 0 && has_position_grad<Sampler>(k);
               T* d = dots_sl + (q * kTaps + k) * 4;
               const T* g_qk = gs + (q * kTaps + k) * c + c0;
               const T m = kMasked ? t.m : T(1);
@@ -306,7 +314,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
           T gy[kTaps], gx[kTaps], gm[kTaps];
           for (int k = 0; k < kTaps; ++k) {
             gy[k] = gx[k] = gm[k] = T(0);
-            if (!(Sampler::needs_y(k) || Sampler::needs_x(k) || kMasked)) {
+            if (!has_position_grad<Sampler>(k)) {
               continue;
             }
             const Tap<T> t = make_tap<T>(sampler, pt, k, bp.img, h, w, c);
@@ -320,7 +328,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
             }
             for (int64_t sl = 1; sl < slices; ++sl) {
               for (int i = 0; i < 4; ++i) {
-                d[i] += d_sl[sl * positions * kTaps * 4 + i];
+                d[i] += d_sl[sl * slice_dots + i];
               }
             }
             gy[k] = bilinear_grad_y(t.s, d[0], d[1], d[2], d[3]);
