@@ -22,7 +22,9 @@ against Detectron2's own FCOS R-50 in the same run.
   class) pairs above VFNet's 0.05, as a trained model does.
 - Timing: medians over ``--repeats`` calls after ``--warmup`` calls, in this process, CUDA
   synchronised around each call; the two models' calls alternate, so that a drift of the
-  machine's speed weighs on both alike. Inference under ``torch.no_grad`` in eval mode; a training step
+  machine's speed weighs on both alike. Besides the ratio of the medians, the ratio of each
+  alternating pair of calls (VFNet's i-th over FCOS's i-th): their spread (printed as min /
+  median / max) says how far one run's ratio can be trusted. Inference under ``torch.no_grad`` in eval mode; a training step
   is forward + backward of the summed losses + an SGD step, in train mode.
 - ``--breakdown``: per-module inference times (forward hooks: the backbone's bottom-up and FPN,
   each direct child of the head, the head's own code between them, post-processing = the rest).
@@ -304,6 +306,26 @@ def inference_breakdown(model, inputs, device, amp) -> Dict[str, float]:
     return rows
 
 
+def pair_ratios(times: List[float], baseline_times: List[float]) -> List[float]:
+    """times[i] / baseline_times[i]: the ratio of each alternating pair of calls."""
+    if len(times) != len(baseline_times):
+        raise ValueError(f"pair_ratios: {len(times)} times against {len(baseline_times)} baseline times")
+    return [t / b for t, b in zip(times, baseline_times)]
+
+
+def describe_ratios(ratios: Dict[str, float], pairs: Dict[str, List[float]]) -> str:
+    """'inference_s 1.013x (pairs 0.990-1.004-1.052x), ...': each ratio of medians with the
+    min-median-max of its pairs' ratios."""
+    parts = []
+    for key, ratio in ratios.items():
+        text = f"{key} {ratio:.3f}x"
+        if pairs.get(key):
+            p = pairs[key]
+            text += f" (pairs {min(p):.3f}-{statistics.median(p):.3f}-{max(p):.3f}x)"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def profile_ops(fn, device: str, top: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -386,12 +408,13 @@ def main(argv=None) -> int:
     for name, res in results.items():
         print(f"{name:10} {res.get('inference_s', float('nan')):12.3f} {res.get('images_per_s', float('nan')):9.2f} "
               f"{res.get('detections_per_image', float('nan')):9.1f} {res.get('train_step_s', float('nan')):13.3f}")
-    ratios = {}
+    ratios, pairs = {}, {}
     if "d2_fcos" in results:
         for key in ("inference_s", "train_step_s"):
             if key in results["vfnet"]:
                 ratios[key] = results["vfnet"][key] / results["d2_fcos"][key]
-        print("VFNet / FCOS: " + ", ".join(f"{k} {v:.3f}x" for k, v in ratios.items()))
+                pairs[key] = pair_ratios(results["vfnet"][key + "_all"], results["d2_fcos"][key + "_all"])
+        print("VFNet / FCOS: " + describe_ratios(ratios, pairs))
     for name, res in results.items():
         if "breakdown_s" in res:
             total = res["breakdown_s"]["total"]
@@ -414,6 +437,7 @@ def main(argv=None) -> int:
         "load_avg": list(os.getloadavg()),
         "results": results,
         "vfnet_over_fcos": ratios,
+        "vfnet_over_fcos_pairs": pairs,
     }
     line = json.dumps(summary)
     print(line)

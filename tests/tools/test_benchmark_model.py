@@ -29,6 +29,9 @@ def test_runs_both_models_and_reports_ratios(bench, tmp_path, capsys):
         assert res["images_per_s"] == pytest.approx(1 / res["inference_s"])
     assert summary["vfnet_over_fcos"]["inference_s"] == pytest.approx(vf["inference_s"] / fcos["inference_s"])
     assert summary["vfnet_over_fcos"]["train_step_s"] == pytest.approx(vf["train_step_s"] / fcos["train_step_s"])
+    for key in ("inference_s", "train_step_s"):
+        pairs = summary["vfnet_over_fcos_pairs"][key]
+        assert pairs == pytest.approx([a / b for a, b in zip(vf[key + "_all"], fcos[key + "_all"])]) and len(pairs) == 2
     # spread scores: candidates above VFNet's 0.05 reach the 100 detections of the quickstart
     assert vf["detections_per_image"] == 100
     parts = vf["breakdown_s"]
@@ -82,3 +85,11 @@ def test_fcos_trains_under_bfloat16_autocast(bench):
         bench._float32_losses(losses, "cpu")(*args, d=torch.zeros(1, dtype=torch.bfloat16))
     assert seen["a"].dtype == torch.float32 and seen["d"].dtype == torch.float32 and not seen["autocast"]
     assert [t.dtype for t in seen["b"]] == [torch.float32, torch.int64] and seen["c"] == "x"
+
+
+def test_pair_ratios_and_their_description(bench):
+    assert bench.pair_ratios([2.0, 3.0, 3.3], [2.0, 2.0, 3.0]) == pytest.approx([1.0, 1.5, 1.1])
+    with pytest.raises(ValueError, match="2 times against 1 baseline"):
+        bench.pair_ratios([1.0, 2.0], [1.0])
+    text = bench.describe_ratios({"train_step_s": 1.2, "inference_s": 0.95}, {"train_step_s": [1.0, 1.5, 1.1]})
+    assert text == "train_step_s 1.200x (pairs 1.000-1.100-1.500x), inference_s 0.950x"
