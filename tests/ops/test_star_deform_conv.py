@@ -69,6 +69,20 @@ class StarDeformConvCPUTest(unittest.TestCase):
                         self.assertEqual(out.dtype, torch.float32)
                         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
+    def test_one_thread_uses_onednn_for_the_samples_conv(self):
+        # Single-threaded, ATen runs a 1x1 float convolution with its own im2col + GEMM path
+        # (aten::_slow_conv2d_*), 2.2x slower than oneDNN for the 9 * C channels of the samples;
+        # the kernel's 1x1 convolutions are dilated so that ATen picks oneDNN there too.
+        x, ltrb, weight, bias = make_inputs(2, 64, 64, 20, 24, seed=11)
+        for threads in (1, 2):
+            with self.subTest(threads=threads), num_threads(threads):
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    forward_and_backward(x, ltrb, weight, bias)
+                names = [e.name for e in prof.events()]
+                self.assertEqual(names.count("aten::mkldnn_convolution"), 1, threads)
+                self.assertFalse([n for n in names if n.startswith("aten::_slow_conv2d")], threads)
+                self.assertFalse([n for n in names if n.startswith("aten::slow_conv_dilated")], threads)
+
     def test_matches_torchvision_default_threads(self):
         for i, shape in enumerate(SHAPES[:3] + SHAPES[-1:]):
             with self.subTest(shape=shape):
