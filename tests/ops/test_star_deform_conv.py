@@ -82,6 +82,14 @@ class StarDeformConvCPUTest(unittest.TestCase):
                 self.assertEqual(names.count("aten::mkldnn_convolution"), 1, threads)
                 self.assertFalse([n for n in names if n.startswith("aten::_slow_conv2d")], threads)
                 self.assertFalse([n for n in names if n.startswith("aten::slow_conv_dilated")], threads)
+        # With oneDNN turned off, the plain 1x1 call (ATen's im2col path), not its slower dilated one.
+        with num_threads(1), torch.backends.mkldnn.flags(enabled=False):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                forward_and_backward(x, ltrb, weight, bias)
+            names = [e.name for e in prof.events()]
+            self.assertNotIn("aten::mkldnn_convolution", names)
+            self.assertFalse([n for n in names if n.startswith("aten::slow_conv_dilated")])
+            self.assertTrue([n for n in names if n.startswith("aten::_slow_conv2d")])
 
     def test_matches_torchvision_default_threads(self):
         for i, shape in enumerate(SHAPES[:3] + SHAPES[-1:]):

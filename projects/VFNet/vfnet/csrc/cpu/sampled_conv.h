@@ -110,11 +110,14 @@ inline at::Tensor pointwise_weight(const at::Tensor& weight) {
 // is faster when single-threaded"), which for S's 9 * C input channels is not so: 2.2x slower
 // forward and for the input gradient, 1.3x for the weight gradient (2304 -> 256 channels, 16 x 80
 // positions, one thread, AMD EPYC). Dilated, the call goes to oneDNN as it does from two threads
-// up, where it is left as it is (1) so that its results stay those of before.
+// up, where it is left as it is (1) so that its results stay those of before; so it is when
+// oneDNN is turned off (torch.backends.mkldnn.enabled = False), where a dilated call would take
+// ATen's slower dilated-conv path.
 inline at::IntArrayRef pointwise_dilation() {
   static const int64_t kOne[2] = {1, 1};
   static const int64_t kTwo[2] = {2, 2};
-  return at::get_num_threads() == 1 ? at::IntArrayRef(kTwo) : at::IntArrayRef(kOne);
+  const bool dilate = at::get_num_threads() == 1 && at::globalContext().userEnabledMkldnn();
+  return dilate ? at::IntArrayRef(kTwo) : at::IntArrayRef(kOne);
 }
 
 // A part of the batch whose S is built at once: images [n0, n0 + count), output rows
