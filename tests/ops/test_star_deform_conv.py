@@ -69,6 +69,7 @@ class StarDeformConvCPUTest(unittest.TestCase):
                         self.assertEqual(out.dtype, torch.float32)
                         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
+    @unittest.skipUnless(torch.backends.mkldnn.is_available(), "this torch is built without oneDNN")
     def test_one_thread_uses_onednn_for_the_samples_conv(self):
         # Single-threaded, ATen runs a 1x1 float convolution with its own im2col + GEMM path
         # (aten::_slow_conv2d_*), 2.2x slower than oneDNN for the 9 * C channels of the samples;
