@@ -24,8 +24,9 @@ against Detectron2's own FCOS R-50 in the same run.
   synchronised around each call; the two models' calls alternate, so that a drift of the
   machine's speed weighs on both alike. Besides the ratio of the medians, the ratio of each
   alternating pair of calls (VFNet's i-th over FCOS's i-th): their spread (printed as min /
-  median / max) says how far one run's ratio can be trusted. Inference under ``torch.no_grad`` in eval mode; a training step
-  is forward + backward of the summed losses + an SGD step, in train mode.
+  median / max) says how far one run's ratio can be trusted. Inference under ``torch.no_grad`` in
+  eval mode; a training step is forward + backward of the summed losses + an SGD step, in train
+  mode.
 - ``--breakdown``: per-module inference times (forward hooks: the backbone's bottom-up and FPN,
   each direct child of the head, the head's own code between them, post-processing = the rest).
   ``--profile N``: the N most expensive ops of one inference and one training step

@@ -75,19 +75,21 @@ class StarDeformConvCPUTest(unittest.TestCase):
         # (aten::_slow_conv2d_*), 2.2x slower than oneDNN for the 9 * C channels of the samples;
         # the kernel's 1x1 convolutions are dilated so that ATen picks oneDNN there too.
         x, ltrb, weight, bias = make_inputs(2, 64, 64, 20, 24, seed=11)
+
+        def op_names():
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                forward_and_backward(x, ltrb, weight, bias)
+            return [e.name for e in prof.events()]
+
         for threads in (1, 2):
             with self.subTest(threads=threads), num_threads(threads):
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                    forward_and_backward(x, ltrb, weight, bias)
-                names = [e.name for e in prof.events()]
+                names = op_names()
                 self.assertEqual(names.count("aten::mkldnn_convolution"), 1, threads)
                 self.assertFalse([n for n in names if n.startswith("aten::_slow_conv2d")], threads)
                 self.assertFalse([n for n in names if n.startswith("aten::slow_conv_dilated")], threads)
         # With oneDNN turned off, the plain 1x1 call (ATen's im2col path), not its slower dilated one.
         with num_threads(1), torch.backends.mkldnn.flags(enabled=False):
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                forward_and_backward(x, ltrb, weight, bias)
-            names = [e.name for e in prof.events()]
+            names = op_names()
             self.assertNotIn("aten::mkldnn_convolution", names)
             self.assertFalse([n for n in names if n.startswith("aten::slow_conv_dilated")])
             self.assertTrue([n for n in names if n.startswith("aten::_slow_conv2d")])

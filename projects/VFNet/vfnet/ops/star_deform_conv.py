@@ -22,9 +22,9 @@ threads). The samples are torchvision's formula term by term; the sums over (cha
 oneDNN's, so float32 results differ from torchvision's by float rounding (~1e-6 relative), float64
 by ~1e-15. bfloat16 and float16 inputs are computed in float32 and rounded once. The CPU backward
 is deterministic. On CUDA the kernels sample a column matrix chunk by chunk and multiply it by the
-weight with cuBLAS (float32 accumulation for float16/bfloat16); the backward sums ``grad_x`` with atomics, so it is not
-deterministic: under ``torch.use_deterministic_algorithms(True)`` it raises. ``grad_weight`` is
-summed over bands / chunks in float32 for every input dtype.
+weight with cuBLAS (float32 accumulation for float16/bfloat16); the backward sums ``grad_x`` with
+atomics, so it is not deterministic: under ``torch.use_deterministic_algorithms(True)`` it
+raises. ``grad_weight`` is summed over bands / chunks in float32 for every input dtype.
 
 Gradients flow to ``x``, ``ltrb``, ``weight`` and ``bias`` (first order only). As in torchvision,
 the gradient with respect to a sampling position is that of the bilinear interpolation (one-sided

@@ -9,8 +9,9 @@
 // torchvision's deform_conv2d, transposed) and each tap's C-vector is a blend of four contiguous
 // C-vectors of a padded channels-last copy of x (vectorised over channels). The 1x1 convolution
 // is ATen's, i.e. oneDNN's channels-last GEMM kernels, in all three passes (forward, input
-// gradient, weight gradient; on one thread too, see pointwise_dilation): on a 2-core AMD EPYC they run at about twice the speed of the MKL
-// GEMM torchvision's deform_conv2d multiplies its column matrix with, and faster than oneDNN's
+// gradient, weight gradient; on one thread too, see pointwise_dilation): on a 2-core AMD EPYC
+// they run at about twice the speed of the MKL GEMM torchvision's deform_conv2d multiplies its
+// column matrix with, and faster than oneDNN's
 // stride-3 3x3 convolution of the equivalent 3H x 3W "sampled image" this file computed before
 // (its input and weight gradients took 2x and 2.5x a plain 3x3 conv's). The summation order is
 // oneDNN's, so the output equals torchvision's within float rounding (not bit for bit); the
@@ -118,6 +119,20 @@ inline at::IntArrayRef pointwise_dilation() {
   static const int64_t kTwo[2] = {2, 2};
   const bool dilate = at::get_num_threads() == 1 && at::globalContext().userEnabledMkldnn();
   return dilate ? at::IntArrayRef(kTwo) : at::IntArrayRef(kOne);
+}
+
+// y = conv2d(s, w1, bias), the 1x1 convolution of S (s: channels-last S of a band).
+inline at::Tensor pointwise_conv(const at::Tensor& s, const at::Tensor& w1, const at::Tensor& bias) {
+  return at::conv2d(s, w1, bias, /*stride=*/at::IntArrayRef({1, 1}), /*padding=*/at::IntArrayRef({0, 0}),
+                    pointwise_dilation());
+}
+
+// The gradient of pointwise_conv with respect to its input S (`of_input`) or to w1, from grad_y.
+inline at::Tensor pointwise_conv_grad(const at::Tensor& grad_y, const at::Tensor& s, const at::Tensor& w1,
+                                      bool of_input) {
+  auto grads = at::convolution_backward(grad_y, s, w1, c10::nullopt, {1, 1}, {0, 0}, pointwise_dilation(),
+                                        /*transposed=*/false, {0, 0}, 1, {of_input, !of_input, false});
+  return of_input ? std::get<0>(grads) : std::get<1>(grads);
 }
 
 // A part of the batch whose S is built at once: images [n0, n0 + count), output rows
@@ -235,8 +250,7 @@ void forward(const at::Tensor& x, const Sampler& sampler, const at::Tensor& weig
       RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
       build_sampled<T>(sampler, pad.const_data_ptr<T>(), h, w, c, b, s.mutable_data_ptr<T>());
     }
-    const at::Tensor y = at::conv2d(s, w1, bias, /*stride=*/at::IntArrayRef({1, 1}), /*padding=*/at::IntArrayRef({0, 0}),
-                                      pointwise_dilation());
+    const at::Tensor y = pointwise_conv(s, w1, bias);
     out.narrow(0, b.n0, b.count).narrow(2, b.y0, b.rows).copy_(y);
   }
 }
@@ -276,9 +290,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
     at::Tensor grad_s;
     {
       RECORD_FUNCTION("vfnet::sampled_conv::grad_sampled", std::vector<c10::IValue>());
-      grad_s = std::get<0>(at::convolution_backward(g, s, w1, c10::nullopt, {1, 1}, {0, 0}, pointwise_dilation(),
-                                                    /*transposed=*/false, {0, 0}, 1, {true, false, false}))
-                   .contiguous(cl);
+      grad_s = pointwise_conv_grad(g, s, w1, /*of_input=*/true).contiguous(cl);
     }
     const T* gs = grad_s.const_data_ptr<T>();
     const int64_t positions = b.count * b.rows * w;
@@ -364,8 +376,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
       build_sampled<T>(sampler, pad_ptr, h, w, c, b, s.mutable_data_ptr<T>());
     }
-    grad_w1.add_(std::get<1>(at::convolution_backward(g, s, w1, c10::nullopt, {1, 1}, {0, 0}, pointwise_dilation(),
-                                                      /*transposed=*/false, {0, 0}, 1, {false, true, false})));
+    grad_w1.add_(pointwise_conv_grad(g, s, w1, /*of_input=*/false));
   }
   {
     RECORD_FUNCTION("vfnet::sampled_conv::copy_grad_x", std::vector<c10::IValue>());
