@@ -163,8 +163,16 @@ __global__ void im2col_kernel(
   }
 }
 
-// grad_x_seg (n_seg, C, H, W) of acc_t += the transpose of the (masked) sampling applied to
-// grad_columns (rows of the group's channels, as the columns).
+// grad_x_seg (n_seg, H, W, C) of acc_t, channels-last (the (N, C, H, W) accumulator is allocated
+// channels-last) += the transpose of the (masked) sampling applied to grad_columns (rows of the
+// group's channels, as the columns). Blocks of kScatterLanes channels x kScatterRows positions:
+// the 32 threads of a warp add to 32 consecutive channels of the same pixels (one 128-byte line
+// per neighbour; with a channel plane per thread, each atomic was its own L2 transaction and the
+// scatter took 5x longer), and the warps of a block read neighbouring positions of the same
+// column rows (shared sectors).
+constexpr int kScatterLanes = 32;
+constexpr int kScatterRows = kThreads / kScatterLanes;
+
 template <typename scalar_t, typename acc_t, typename Sampler, typename Layout = ColumnMatrix>
 __global__ void col2im_kernel(
     const scalar_t* __restrict__ grad_columns,
@@ -176,14 +184,19 @@ __global__ void col2im_kernel(
     acc_t* __restrict__ grad_x_seg,
     const Layout layout) {
   const int64_t hw_in = geo.height * geo.width;
-  const int64_t total = geo.group_channels * pc;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t c = idx / pc, q = idx % pc;
+  const int64_t c_tiles = (geo.group_channels + kScatterLanes - 1) / kScatterLanes;
+  const int64_t tiles = c_tiles * ((pc + kScatterRows - 1) / kScatterRows);
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t c = (t % c_tiles) * kScatterLanes + threadIdx.x;
+    const int64_t q = (t / c_tiles) * kScatterRows + threadIdx.y;
+    if (c >= geo.group_channels || q >= pc) {
+      continue;
+    }
     const int64_t v = v0 + q;
     const int64_t img = v / geo.positions;
     const typename Sampler::Point pt = sampler.point(n0 + img, v % geo.positions);
-    acc_t* plane = grad_x_seg + (img * geo.channels + geo.c_first + c) * hw_in;
+    // Pixel p of this channel at pixels[p * channels].
+    acc_t* pixels = grad_x_seg + img * geo.channels * hw_in + geo.c_first + c;
     const scalar_t* grad = grad_columns + layout.base(c, q);
 #pragma unroll
     for (int k = 0; k < kTaps; ++k) {
@@ -203,11 +216,32 @@ __global__ void col2im_kernel(
       for (int corner = 0; corner < 4; ++corner) {
         const int64_t yy = s.h_low + corner / 2, xx = s.w_low + corner % 2;
         if (yy >= 0 && yy < geo.height && xx >= 0 && xx < geo.width) {
-          atomicAdd(plane + yy * geo.width + xx, w[corner] * g);
+          atomicAdd(pixels + (yy * geo.width + xx) * geo.channels, w[corner] * g);
         }
       }
     }
   }
+}
+
+// Launches col2im_kernel on the chunk: grad_x_seg points at image n0 of the channels-last
+// accumulator.
+template <typename scalar_t, typename acc_t, typename Sampler, typename Layout>
+void launch_col2im(
+    const scalar_t* grad_columns,
+    const Sampler& sampler,
+    const Geometry& geo,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc,
+    acc_t* grad_x_seg,
+    const Layout& layout,
+    cudaStream_t stream) {
+  const int64_t c_tiles = (geo.group_channels + kScatterLanes - 1) / kScatterLanes;
+  const int64_t tiles = c_tiles * ((pc + kScatterRows - 1) / kScatterRows);
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(tiles, 65535)); // grid-stride beyond
+  col2im_kernel<scalar_t, acc_t, Sampler, Layout><<<blocks, dim3(kScatterLanes, kScatterRows), 0, stream>>>(
+      grad_columns, sampler, geo, n0, v0, pc, grad_x_seg, layout);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // grad_pos[(3 * k + a) * pc + q] += d loss / d Y_k (a = 0), d X_k (a = 1) and d m_k (a = 2,
@@ -325,8 +359,9 @@ void forward_impl(
 }
 
 // grad_out: contiguous (N, O, Ho, Wo), x: contiguous (N, C, H, W), weight2d: contiguous
-// (O, C / groups * 9), all of scalar_t; grad_x_acc: zero (N, C, H, W) of acc_t; grad_weight2d:
-// zero (O, C / groups * 9) of acc_t. The positions' gradients go to the sampler's store_grads.
+// (O, C / groups * 9), all of scalar_t; grad_x_acc: zero channels-last (N, C, H, W) of acc_t;
+// grad_weight2d: zero (O, C / groups * 9) of acc_t. The positions' gradients go to the sampler's
+// store_grads.
 template <typename scalar_t, typename Sampler>
 void backward_impl(
     const at::Tensor& grad_out,
@@ -338,6 +373,7 @@ void backward_impl(
     at::Tensor& grad_x_acc,
     at::Tensor& grad_weight2d) {
   using acc_t = at::opmath_type<scalar_t>;
+  TORCH_INTERNAL_ASSERT(grad_x_acc.is_contiguous(at::MemoryFormat::ChannelsLast));
   geo.group_channels = geo.channels / groups;
   const int64_t n_img = x.size(0), rows = geo.group_channels * kTaps;
   const int64_t og = weight2d.size(0) / groups;
@@ -368,10 +404,9 @@ void backward_impl(
       } else {
         gw_grp.add_(at::mm(g_grp, cols.t(), grad_weight2d.scalar_type()));
       }
-      col2im_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
+      launch_col2im<scalar_t, acc_t>(
           gcols.const_data_ptr<scalar_t>(), sampler, geo, n0, v0, pc,
-          grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in, ColumnMatrix{pc});
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in, ColumnMatrix{pc}, stream);
       position_grad_kernel<scalar_t, acc_t, Sampler><<<num_blocks(kTaps * pc), kThreads, 0, stream>>>(
           gcols.const_data_ptr<scalar_t>(), x_seg, sampler, geo, n0, v0, pc,
           grad_pos.mutable_data_ptr<acc_t>(), ColumnMatrix{pc});

@@ -91,8 +91,9 @@ modulated_deform_conv_backward_cuda(
   const int64_t out_channels = weight_in.size(0);
   const at::Tensor weight2d = weight_in.contiguous().view({out_channels, -1});
 
-  // grad_x accumulates with atomics: in x's dtype for float32/float64, else in float32.
-  at::Tensor grad_x_acc = at::zeros(x.sizes(), x.options().dtype(acc_t_));
+  // grad_x accumulates with atomics: in x's dtype for float32/float64, else in float32; channels-last,
+  // so that the scatter's warps add to consecutive channels of a pixel.
+  at::Tensor grad_x_acc = at::empty(x.sizes(), x.options().dtype(acc_t_), at::MemoryFormat::ChannelsLast).zero_();
   at::Tensor grad_offset = at::zeros(offset.sizes(), offset.options());
   at::Tensor grad_mask = at::zeros(mask.sizes(), mask.options());
   at::Tensor grad_weight2d = at::zeros(weight2d.sizes(), x.options().dtype(acc_t_));
@@ -118,7 +119,7 @@ modulated_deform_conv_backward_cuda(
         });
   }
   return std::make_tuple(
-      grad_x_acc.to(dtype),
+      grad_x_acc.to(dtype).contiguous(x_in.suggest_memory_format()),
       grad_offset.to(offset_in.scalar_type()),
       grad_mask.to(mask_in.scalar_type()),
       grad_weight2d.view(weight_in.sizes()).to(weight_in.scalar_type()),

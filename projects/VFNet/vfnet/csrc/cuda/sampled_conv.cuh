@@ -113,9 +113,9 @@ at::Tensor sampled_forward_impl(
 }
 
 // grad_out: contiguous (N, O, Ho, Wo), x: contiguous (N, C, H, W), weight: contiguous
-// (O, C / groups, 3, 3), all of scalar_t; grad_x_acc: zero (N, C, H, W) of acc_t; grad_weight_acc:
-// zero (O, C / groups, 3, 3) of acc_t. The positions' (and mask's) gradients go to the sampler's
-// store_grads.
+// (O, C / groups, 3, 3), all of scalar_t; grad_x_acc: zero channels-last (N, C, H, W) of acc_t;
+// grad_weight_acc: zero (O, C / groups, 3, 3) of acc_t. The positions' (and mask's) gradients go
+// to the sampler's store_grads.
 template <typename scalar_t, typename Sampler>
 void sampled_backward_impl(
     const at::Tensor& grad_out,
@@ -127,6 +127,7 @@ void sampled_backward_impl(
     at::Tensor& grad_x_acc,
     at::Tensor& grad_weight_acc) {
   using acc_t = at::opmath_type<scalar_t>;
+  TORCH_INTERNAL_ASSERT(grad_x_acc.is_contiguous(at::MemoryFormat::ChannelsLast));
   const int64_t n_img = x.size(0);
   const int64_t hw_in = geo.height * geo.width;
   const int64_t per_chunk = sampled_images_per_chunk(n_img, geo.channels, geo.positions, x.element_size());
@@ -144,10 +145,9 @@ void sampled_backward_impl(
         /*transposed=*/false, kNoPadding, conv.groups, {true, true, false});
     const at::Tensor grad_s = std::get<0>(grads).contiguous();
     grad_weight_acc.add_(std::get<1>(grads));
-    col2im_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(geo.channels * pc), kThreads, 0, stream>>>(
+    launch_col2im<scalar_t, acc_t>(
         grad_s.const_data_ptr<scalar_t>(), sampler, geo, n0, /*v0=*/0, pc,
-        grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in, layout);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        grad_x_acc.mutable_data_ptr<acc_t>() + n0 * geo.channels * hw_in, layout, stream);
     grad_pos.narrow(0, 0, 3 * kTaps * pc).zero_();
     position_grad_kernel<scalar_t, acc_t, Sampler, SampledImage><<<num_blocks(kTaps * pc), kThreads, 0, stream>>>(
         grad_s.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in, sampler, geo,
