@@ -3,7 +3,7 @@
 Benchmark VFNet's fused ops against the path a user would otherwise take.
 
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
-                                  [--ops star_conv,dcn,vfl]
+                                  [--ops star_conv,dcn,vfl] [--tf32] [--profile N]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
@@ -28,6 +28,9 @@ memory is the peak above what was allocated before the pass (inputs, weights): o
 ``torch.cuda.max_memory_allocated``; on the CPU the peak resident set size of a fresh child
 process per measurement (``VmHWM`` after resetting it through ``/proc/self/clear_refs``, with
 glibc told to ``mmap`` every allocation of 1 MiB or more so that freed buffers leave the RSS).
+
+``--profile N`` also lists, per case and pass, the N ops (on CUDA: ops and kernels) of the fused
+path with the most self time (``torch.profiler``; milliseconds and calls per pass).
 
 Prints a table, then one line of JSON with every number (and the load average of the machine
 before and after, since other work on it skews CPU timings).
@@ -193,6 +196,24 @@ def time_pass(fn, device, repeats, warmup):
     return statistics.median(times), times
 
 
+def profile_pass(fn, device, top, runs=5):
+    """The ``top`` ops (and, on CUDA, kernels) with the most self time over ``runs`` calls of
+    ``fn``: a list of {"name", "self_ms" (per call), "calls" (per call)}, most expensive first.
+    Self time is device time on CUDA, CPU time on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    fn()
+    sync(device)
+    with profile(activities=activities) as prof:
+        for _ in range(runs):
+            fn()
+        sync(device)
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [{"name": e.key, "self_ms": getattr(e, key) / 1e3 / runs, "calls": e.count / runs} for e in events]
+
+
 # ------------------------------------------------------------------------------------- memory
 
 
@@ -313,6 +334,8 @@ def run(args):
                 median, times = time_pass(fn, device, repeats, args.warmup)
                 row[f"{impl}_ms"] = median * 1e3
                 row[f"{impl}_ms_all"] = [round(t * 1e3, 2) for t in times]
+                if impl == "ours" and args.profile:
+                    row["ours_profile"] = profile_pass(fn, device, args.profile)
                 if impl != "conv2d" and not args.no_memory:
                     if device == "cuda":
                         row[f"{impl}_peak_bytes"] = cuda_peak_memory(fn, device)
@@ -405,6 +428,13 @@ def print_table(results, device):
             "(comp: torch.compile of the eager loss, dynamic shapes; 1st: its first call in a fresh "
             "process, compilation included, with an empty / a filled inductor cache)"
         )
+    profiled = [r for r in results if "ours_profile" in r]
+    if profiled:
+        print()
+        print(f"{'op':9s} {'case':22s} {'pass':8s} {'self ms':>9s} {'calls':>6s}  fused path: op or kernel")
+        for r in profiled:
+            for e in r["ours_profile"]:
+                print(f"{r['op']:9s} {r['case']:22s} {r['pass']:8s} {e['self_ms']:9.3f} {e['calls']:6.1f}  {e['name'][:90]}")
     for name, ok in targets(results, device):
         print(f"target {'met   ' if ok else 'MISSED'}  {name}")
 
@@ -432,12 +462,21 @@ def main(argv=None):
     parser.add_argument(
         "--no-first-call", action="store_true", help="skip timing the compiled loss's first call (compilation)"
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="list the N ops (CUDA: and kernels) of the fused path with the most self time, per case and pass",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--first-call-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = [op for op in args.ops if op not in ("star_conv", "dcn", "vfl")]
     if unknown:
         parser.error(f"--ops: unknown op(s) {', '.join(unknown)} (choose from star_conv, dcn, vfl)")
+    if args.profile < 0:
+        parser.error(f"--profile: expected a number of ops >= 0, got {args.profile}")
     if args.memory_child is not None:
         memory_child(json.loads(args.memory_child))
         return 0
