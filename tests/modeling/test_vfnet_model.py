@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 from vfnet import ATSSAssigner, FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
 from vfnet.assigners import LabelAssigner
 from vfnet.builders import point_generator
-from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
+from vfnet_test_utils import STRIDES, HostSyncCounter, make_instances, random_image, small_vfnet
 
 
 def _anchors(points, side=64.0):
@@ -250,6 +250,20 @@ class VFNetInferenceTest(unittest.TestCase):
         other_class = detect(torch.tensor([[0.9, 0.0], [0.0, 0.8]]))
         self.assertEqual(len(same_class), 1)
         self.assertEqual(len(other_class), 2)
+
+    def test_candidates_wait_for_the_device_once_per_level_and_once_to_clip(self):
+        # On a GPU every such call waits for the queued kernels: the pairs above the threshold of
+        # each level (their count sets the shapes), then Boxes.clip's finiteness check, once.
+        g = torch.Generator().manual_seed(0)
+        anchors = [_anchors([[float(4 * i), float(3 * i)] for i in range(n)]) for n in (40, 20, 10)]
+        scores = [torch.rand(len(a), 5, generator=g) for a in anchors]
+        ltrb = [torch.rand(len(a), 4, generator=g) * 50 for a in anchors]
+        model = small_vfnet(test_score_thresh=0.3, test_topk_candidates=8)
+        with HostSyncCounter() as syncs:
+            inst = model.candidates_single_image(anchors, scores, ltrb, (60, 50))
+        self.assertEqual(syncs.calls, ["nonzero"] * 3 + ["__bool__"])
+        self.assertEqual(len(inst), 24)
+        self.assertTrue((inst.pred_boxes.tensor[:, 2] <= 50).all() and (inst.pred_boxes.tensor[:, 3] <= 60).all())
 
     def test_box_decoding_is_distances_from_the_anchor_centre_in_pixels(self):
         model = small_vfnet()

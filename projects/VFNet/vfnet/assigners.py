@@ -123,7 +123,7 @@ class ATSSAssigner(LabelAssigner):
         distances = (anchor_centers[:, None, :] - gt_boxes.get_centers()[None, :, :]).pow(2).sum(-1).sqrt()
 
         # Candidates: per level, the topk valid anchors nearest to each GT centre.
-        num_valid_per_level = [int(v.sum()) for v in valid_per_level]
+        num_valid_per_level = torch.stack([v.sum() for v in valid_per_level]).tolist()  # one wait, not one per level
         candidate_idxs = []
         start = 0
         for n in num_valid_per_level:
@@ -143,10 +143,11 @@ class ATSSAssigner(LabelAssigner):
         side_distances = pairwise_point_box_distance(anchor_centers, gt_boxes)
         is_pos &= side_distances[candidate_idxs, gt_range].amin(dim=-1) > _INSIDE_EPS
 
-        # A point claimed by several GTs keeps the one of highest IoU.
+        # A point claimed by several GTs keeps the one of highest IoU. A GT's candidates are distinct
+        # points, so each (candidate, GT) is written once; not selecting the positives by a mask
+        # saves the host a wait for the device.
         claimed_ious = torch.full_like(ious, -math.inf)
-        pos_anchor, pos_gt = candidate_idxs[is_pos], gt_range.expand_as(candidate_idxs)[is_pos]
-        claimed_ious[pos_anchor, pos_gt] = ious[pos_anchor, pos_gt]
+        claimed_ious[candidate_idxs, gt_range] = torch.where(is_pos, candidate_ious, -math.inf)
         best_iou, best_gt = claimed_ious.max(dim=1)
         matched_valid = torch.where(best_iou > -math.inf, best_gt, torch.full_like(best_gt, -1))
         matched_idxs[valid_idxs] = matched_valid

@@ -360,9 +360,11 @@ class VFNet(VFLDenseDetector):
                 candidates = Instances(
                     image_size, pred_boxes=Boxes(boxes), scores=cand_scores, pred_classes=class_idx
                 )
-            candidates.pred_boxes.clip(image_size)
             per_level.append(candidates)
-        return Instances.cat(per_level)
+        candidates = Instances.cat(per_level)
+        # Once for all levels: Boxes.clip checks that the boxes are finite, a wait for the device.
+        candidates.pred_boxes.clip(image_size)
+        return candidates
 
     def select_detections(self, candidates: Instances) -> Instances:
         """

@@ -171,9 +171,9 @@ class VFLDenseDetector(DenseDetector):
             return super()._decode_per_level_predictions(
                 anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
             )
-        keep = pred_scores > score_thresh
-        scores = pred_scores[keep]
-        pairs = torch.nonzero(keep)  # (K, 2): point, class
+        pairs = torch.nonzero(pred_scores > score_thresh)  # (K, 2): point, class
+        # Gathered by the pairs rather than by the mask, which would wait for the device again.
+        scores = pred_scores[pairs[:, 0], pairs[:, 1]]
         scores, order = scores.topk(min(topk_candidates, pairs.size(0)))
         point_idx, class_idx = pairs[order].unbind(dim=1)
         boxes = self.box2box_transform.apply_deltas(pred_deltas[point_idx], anchors.tensor[point_idx])
