@@ -254,6 +254,7 @@ class DecodePerLevelTest(unittest.TestCase):
 
         class Holder:
             box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
+            _select_pairs = VFLDenseDetector._select_pairs
 
         g = torch.Generator().manual_seed(0)
         scores = torch.randperm(300 * 7, generator=g).float().div(300 * 7).view(300, 7)  # distinct

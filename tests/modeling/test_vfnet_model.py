@@ -265,6 +265,29 @@ class VFNetInferenceTest(unittest.TestCase):
         self.assertEqual(len(inst), 24)
         self.assertTrue((inst.pred_boxes.tensor[:, 2] <= 50).all() and (inst.pred_boxes.tensor[:, 3] <= 60).all())
 
+    def test_grid_anchors_are_built_once_per_feature_size(self):
+        model = small_vfnet()
+        calls = []
+        build = model.anchor_generator.forward
+        model.anchor_generator.forward = lambda features: calls.append(len(features)) or build(features)
+
+        def features(h, w):
+            return [torch.zeros(1, 2, h // s, w // s) for s in STRIDES]
+
+        first = model.grid_anchors(features(64, 96))
+        self.assertIs(model.grid_anchors(features(64, 96)), first)
+        self.assertEqual(len(calls), 1)
+        for ours, ref in zip(first, build(features(64, 96))):
+            self.assertTrue(torch.equal(ours.tensor, ref.tensor))
+        # the least recently used size goes first
+        sizes = [(32 * (i + 1), 128) for i in range(model.ANCHOR_CACHE_SIZE)]
+        for h, w in sizes:
+            model.grid_anchors(features(h, w))
+        self.assertEqual(len(calls), 1 + model.ANCHOR_CACHE_SIZE)
+        self.assertIsNot(model.grid_anchors(features(64, 96)), first)  # evicted, built again
+        model.grid_anchors(features(*sizes[-1]))  # still there
+        self.assertEqual(len(calls), 2 + model.ANCHOR_CACHE_SIZE)
+
     def test_box_decoding_is_distances_from_the_anchor_centre_in_pixels(self):
         model = small_vfnet()
         anchor = _anchors([[8.0, 16.0]], side=64.0).tensor  # not normalised by its size

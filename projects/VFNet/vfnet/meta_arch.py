@@ -1,4 +1,5 @@
 """VFNet, the detector: labelling, losses and decoding around :class:`VFNetHead`."""
+from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
@@ -99,6 +100,7 @@ class VFNet(VFLDenseDetector):
         if test_nms_type not in ("nms", "soft_nms"):
             raise ValueError(f"VFNet: test_nms_type must be 'nms' or 'soft_nms', got {test_nms_type!r}")
         self.anchor_generator = anchor_generator
+        self._anchor_cache: "OrderedDict[tuple, List[Boxes]]" = OrderedDict()
         self.assigner = assigner
         self.loss_cls_weight = loss_cls_weight
         self.loss_bbox_init_weight = loss_bbox_init_weight
@@ -174,10 +176,38 @@ class VFNet(VFLDenseDetector):
         logits, boxes_init, boxes_refine = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 4]
         )
-        anchors = self.anchor_generator(features)
+        anchors = self.grid_anchors(features)
         valid = self.valid_points(features, images)
         gt_labels, gt_boxes = self.label_points(anchors, valid, gt_instances)
         return self.losses(anchors, valid, logits, boxes_init, boxes_refine, gt_labels, gt_boxes)
+
+    ANCHOR_CACHE_SIZE = 16
+
+    def grid_anchors(self, features: List[Tensor]) -> List[Boxes]:
+        """
+        ``self.anchor_generator(features)``, kept for the last :attr:`ANCHOR_CACHE_SIZE` feature
+        sizes (per device and dtype): at a fixed input size (a predictor, evaluation, a benchmark)
+        they are built once instead of in some 75 small ops per call, each a kernel launch on a
+        GPU. The returned anchors are shared between calls: read them, do not modify them in place.
+        Not cached while tracing (export), where the anchors follow the input's size.
+        """
+        if torch.jit.is_tracing():
+            return self.anchor_generator(features)
+        cell_anchors = next(self.anchor_generator.buffers(), None)
+        key = (
+            tuple(tuple(f.shape[-2:]) for f in features),
+            features[0].device,
+            None if cell_anchors is None else cell_anchors.dtype,
+        )
+        anchors = self._anchor_cache.get(key)
+        if anchors is None:
+            anchors = self.anchor_generator(features)
+            self._anchor_cache[key] = anchors
+            while len(self._anchor_cache) > self.ANCHOR_CACHE_SIZE:
+                self._anchor_cache.popitem(last=False)
+        else:
+            self._anchor_cache.move_to_end(key)
+        return anchors
 
     def valid_points(self, features: List[Tensor], images: ImageList) -> List[List[Tensor]]:
         """
@@ -319,7 +349,7 @@ class VFNet(VFLDenseDetector):
         logits, _, boxes_refine = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 4]
         )
-        anchors = self.anchor_generator(features)
+        anchors = self.grid_anchors(features)
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):
             scores_per_image = [x[img_idx].sigmoid() for x in logits]
@@ -344,27 +374,23 @@ class VFNet(VFLDenseDetector):
             image_size: (height, width) of the image before padding; boxes are clipped to it.
         """
         topk = self.test_topk_candidates
-        per_level = []
+        selected = []  # per level: deltas, anchors, scores, classes of the candidates
         for anchors_l, scores_l, ltrb_l in zip(anchors, scores, ltrb):
             if self.test_topk_mode == "pairs" or not 0 < topk < len(anchors_l):
                 # Detectron2 keeps min(top-k, count) pairs. Every pair above the threshold when
                 # top-k <= 0, or in "points" mode when top-k does not select among the points
                 # (the original repository then keeps all of them).
                 pairs_topk = topk if self.test_topk_mode == "pairs" and topk > 0 else scores_l.numel()
-                candidates = self._decode_per_level_predictions(
-                    anchors_l, scores_l, ltrb_l, self.test_score_thresh, pairs_topk, image_size
-                )
+                point_idx, class_idx, cand_scores = self._select_pairs(scores_l, self.test_score_thresh, pairs_topk)
             else:
                 point_idx, class_idx, cand_scores = self._top_points_candidates(scores_l)
-                boxes = self.box2box_transform.apply_deltas(ltrb_l[point_idx], anchors_l.tensor[point_idx])
-                candidates = Instances(
-                    image_size, pred_boxes=Boxes(boxes), scores=cand_scores, pred_classes=class_idx
-                )
-            per_level.append(candidates)
-        candidates = Instances.cat(per_level)
-        # Once for all levels: Boxes.clip checks that the boxes are finite, a wait for the device.
-        candidates.pred_boxes.clip(image_size)
-        return candidates
+            selected.append((ltrb_l[point_idx], anchors_l.tensor[point_idx], cand_scores, class_idx))
+        # Decoded and clipped once for all levels (the same numbers as level by level, in fewer
+        # calls; Boxes.clip's finiteness check waits for the device).
+        deltas, anchor_boxes, cand_scores, classes = (torch.cat(parts) for parts in zip(*selected))
+        boxes = Boxes(self.box2box_transform.apply_deltas(deltas, anchor_boxes))
+        boxes.clip(image_size)
+        return Instances(image_size, pred_boxes=boxes, scores=cand_scores, pred_classes=classes)
 
     def select_detections(self, candidates: Instances) -> Instances:
         """

@@ -150,6 +150,31 @@ class VFLDenseDetector(DenseDetector):
             fused=self.fused_ops,
         )
 
+    def _select_pairs(
+        self, pred_scores: Tensor, score_thresh: float, topk_candidates: int
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """
+        Detectron2's candidates of one level, as indices: the (point, class) pairs of (P, C)
+        ``pred_scores`` above ``score_thresh``, the ``topk_candidates`` best of them in descending
+        order. Returns their (K,) point indices, class indices and scores. Detectron2 sorts every
+        pair above the threshold to take the best (80 ms for a million pairs on one CPU thread);
+        ``topk`` selects them (2 ms): the same pairs in the same order, unless scores tie. While
+        tracing (export) the sort runs, as in Detectron2: ``topk`` would freeze its ``k``.
+        """
+        pairs = torch.nonzero(pred_scores > score_thresh)  # (K, 2): point, class
+        # Gathered by the pairs rather than by the mask, which would wait for the device again.
+        scores = pred_scores[pairs[:, 0], pairs[:, 1]]
+        count = pairs.shape[0]
+        if torch.jit.is_tracing():
+            # The count is a tensor while tracing on recent torch: clamped, as Detectron2 does.
+            num = torch.clamp(count, max=topk_candidates) if isinstance(count, Tensor) else min(count, topk_candidates)
+            scores, order = scores.sort(descending=True)
+            scores, order = scores[:num], order[:num]
+        else:
+            scores, order = scores.topk(min(topk_candidates, count))
+        point_idx, class_idx = pairs[order].unbind(dim=1)
+        return point_idx, class_idx, scores
+
     def _decode_per_level_predictions(
         self,
         anchors: Boxes,
@@ -159,23 +184,9 @@ class VFLDenseDetector(DenseDetector):
         topk_candidates: int,
         image_size: Tuple[int, int],
     ) -> Instances:
-        """
-        Detectron2's candidates of one level: the (point, class) pairs of (P, C) ``pred_scores``
-        above ``score_thresh``, the ``topk_candidates`` best of them in descending order, their
-        (P, 4) ``pred_deltas`` decoded from ``anchors``. Detectron2 sorts every pair above the
-        threshold to take the best (80 ms for a million pairs on one CPU thread); ``topk``
-        selects them (2 ms). The same candidates in the same order, unless scores tie. While
-        tracing (export) Detectron2's sort runs: ``topk`` would freeze its ``k`` in the graph.
-        """
-        if torch.jit.is_tracing():
-            return super()._decode_per_level_predictions(
-                anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-            )
-        pairs = torch.nonzero(pred_scores > score_thresh)  # (K, 2): point, class
-        # Gathered by the pairs rather than by the mask, which would wait for the device again.
-        scores = pred_scores[pairs[:, 0], pairs[:, 1]]
-        scores, order = scores.topk(min(topk_candidates, pairs.size(0)))
-        point_idx, class_idx = pairs[order].unbind(dim=1)
+        """Detectron2's candidates of one level (:meth:`_select_pairs`), their (P, 4)
+        ``pred_deltas`` decoded from ``anchors``."""
+        point_idx, class_idx, scores = self._select_pairs(pred_scores, score_thresh, topk_candidates)
         boxes = self.box2box_transform.apply_deltas(pred_deltas[point_idx], anchors.tensor[point_idx])
         return Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idx)
 
