@@ -346,9 +346,8 @@ class VFNet(VFLDenseDetector):
         to the image), ``scores`` and ``pred_classes``, selected level by level with the score
         threshold and top-k of ``test_topk_mode``.
         """
-        logits, _, boxes_refine = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4, 4]
-        )
+        logits, _, boxes_refine = predictions  # the initial boxes are not used here
+        logits, boxes_refine = self._transpose_dense_predictions([logits, boxes_refine], [self.num_classes, 4])
         anchors = self.grid_anchors(features)
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):
