@@ -175,10 +175,11 @@ def valid_flags(
         pad_w = int(math.ceil(width / divisor)) * divisor
         per_level = []
         for (h, w), stride in zip(feature_sizes, strides):
-            rows = torch.arange(h, device=device) < math.ceil(pad_h / stride)
-            cols = torch.arange(w, device=device) < math.ceil(pad_w / stride)
-            cells = (rows[:, None] & cols[None, :]).reshape(-1)
-            per_level.append(cells.repeat_interleave(num_anchors))
+            # A rectangle of rows and columns: filled by slicing (a few ops, each a kernel on a GPU).
+            cells = torch.zeros((h, w), dtype=torch.bool, device=device)
+            cells[: math.ceil(pad_h / stride), : math.ceil(pad_w / stride)] = True
+            cells = cells.reshape(-1)
+            per_level.append(cells if num_anchors == 1 else cells.repeat_interleave(num_anchors))
         flags.append(per_level)
     return flags
 
