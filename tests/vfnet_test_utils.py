@@ -1,6 +1,5 @@
 """Shared helpers of the tests: a small VFNet that runs in well under a second on a CPU, the
-project's tools loaded as modules, a torch thread count set for a block or a test case, and a
-counter of the calls that make the host wait for a GPU."""
+project's tools loaded as modules, and a torch thread count set for a block or a test case."""
 import contextlib
 import importlib.util
 import os
@@ -9,7 +8,6 @@ import unittest
 import torch
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
-from torch.overrides import TorchFunctionMode
 
 from vfnet import ATSSAssigner, VFNet, VFNetHead
 from vfnet.builders import STRIDES, fpn_p3_p7, head_input_shape, point_generator, resnet_bottom_up
@@ -114,29 +112,3 @@ class SampledImagePathMixin:
             os.environ["VFNET_CUDA_DEFORM_CONV"] = self._previous_path
         super().tearDown()
 
-
-class HostSyncCounter(TorchFunctionMode):
-    """The calls inside the block that make the host wait for the device (on a GPU), in order:
-    ``nonzero``, reading a tensor's value on the host (``item``, ``tolist``, ``__bool__``,
-    ``__int__``, ``__float__``, ``__index__``) and indexing by a boolean mask ("index by mask":
-    a ``nonzero`` inside)."""
-
-    SYNCS = {"nonzero", "argwhere", "masked_select", "unique", "item", "tolist", "__bool__", "__int__", "__float__",
-             "__index__"}
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", str(func))
-        if name in self.SYNCS:
-            self.calls.append(name)
-        elif name in ("__getitem__", "__setitem__") and _has_mask(args[1]):
-            self.calls.append("index by mask")
-        return func(*args, **(kwargs or {}))
-
-
-def _has_mask(index) -> bool:
-    items = index if isinstance(index, (tuple, list)) else (index,)
-    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)

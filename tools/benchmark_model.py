@@ -7,7 +7,7 @@ against Detectron2's own FCOS R-50 in the same run.
         [--threads N] [--modes inference,train] [--size 800x1216] [--batch 1]
         [--train-size 512x640] [--train-batch 2] [--repeats 3] [--warmup 1]
         [--amp bf16|fp16] [--channels-last] [--no-fcos] [--breakdown] [--profile N]
-        [--json OUT.json] [CFG overrides key=value ...]
+        [--count-calls] [--json OUT.json] [CFG overrides key=value ...]
 
 - Models: VFNet from ``--config-file`` (default the zoo's R-50 1x) with ``--weights`` (default:
   the config's random initialisation), and, unless ``--no-fcos``, Detectron2's FCOS R-50 (its
@@ -31,6 +31,11 @@ against Detectron2's own FCOS R-50 in the same run.
   each direct child of the head, the head's own code between them, post-processing = the rest).
   ``--profile N``: the N most expensive ops of one inference and one training step
   (``torch.profiler``, self time).
+- ``--count-calls``: what one inference call and the forward + losses of one training step ask
+  of the host (:class:`vfnet.host_calls.HostCallCounter`): ops dispatched (on a GPU each a kernel
+  launch from Python) and calls that wait for the device, those of torchvision's batched NMS
+  apart (on the CPU it loops over the classes above 4000 boxes, on a GPU above 20000). On a GPU
+  at one image per call, these bound the speed rather than the arithmetic.
 
 Prints a table, then one line of JSON with every number.
 """
@@ -40,7 +45,7 @@ import os
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable, Dict, List, Optional
 
 try:
@@ -88,6 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--spread-scores", type=int, default=0, metavar="SEED", help="-1: keep the classifier weights")
     p.add_argument("--breakdown", action="store_true", help="per-module inference times")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops")
+    p.add_argument("--count-calls", action="store_true", help="count the ops dispatched and the waits for the device")
     p.add_argument("--json", default=None, help="also write the JSON line to this file")
     p.add_argument("opts", nargs="*", default=[], help="VFNet config overrides key=value")
     args = p.parse_args(argv)
@@ -247,6 +253,36 @@ def training_step_fn(model, inputs, device, amp):
     return run
 
 
+def training_forward_fn(model, inputs, device, amp):
+    """The forward and losses of a training step (no backward)."""
+    from detectron2.utils.events import EventStorage
+
+    def run():
+        with EventStorage(0), autocast_context(device, amp):
+            return model(inputs)
+
+    return run
+
+
+NMS_FILES = ("torchvision/ops/boxes.py",)
+
+
+def count_host_calls(fn) -> Dict:
+    """The ops dispatched and the waits for the device of one call of ``fn``, those of
+    torchvision's batched NMS apart (see ``--count-calls``)."""
+    from vfnet.host_calls import HostCallCounter
+
+    with HostCallCounter(aside=NMS_FILES) as calls:
+        fn()
+    return {
+        "ops": calls.num_ops,
+        "waits": len(calls.waits),
+        "waits_by_kind": dict(Counter(calls.waits)),
+        "nms_ops": sum(calls.ops_aside.values()),
+        "nms_waits": len(calls.waits_aside),
+    }
+
+
 class ModuleTimer:
     """Wall time of the forward calls of chosen modules (summed over calls), with CUDA sync."""
 
@@ -364,7 +400,7 @@ def main(argv=None) -> int:
     # (other jobs, frequency, the allocator's state) weighs on both alike.
     results = {name: {} for name in models}
     for mode in args.modes:
-        runners = {}
+        runners, batch_of = {}, {}
         inputs = inference_inputs(args.size, args.batch) if mode == "inference" else None
         for name, model in models.items():
             if mode == "inference":
@@ -375,8 +411,16 @@ def main(argv=None) -> int:
                 )
             else:
                 model.train()
-                batch = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
-                runners[name] = training_step_fn(model, batch, args.device, args.amp)
+                batch_of[name] = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
+                runners[name] = training_step_fn(model, batch_of[name], args.device, args.amp)
+        if args.count_calls:
+            for name, model in models.items():
+                if mode == "inference":
+                    counted = runners[name]
+                else:
+                    counted = training_forward_fn(model, batch_of[name], args.device, args.amp)
+                    counted()  # anything built on a first call (cached anchors) is not counted
+                results[name][f"{mode}_host_calls"] = count_host_calls(counted)
         times = {name: [] for name in models}
         for _ in range(args.warmup):
             for run in runners.values():
@@ -416,6 +460,14 @@ def main(argv=None) -> int:
                 ratios[key] = results["vfnet"][key] / results["d2_fcos"][key]
                 pairs[key] = pair_ratios(results["vfnet"][key + "_all"], results["d2_fcos"][key + "_all"])
         print("VFNet / FCOS: " + describe_ratios(ratios, pairs))
+    counted = [(name, mode, res[f"{mode}_host_calls"]) for name, res in results.items()
+               for mode in ("inference", "train") if f"{mode}_host_calls" in res]
+    if counted:
+        print("host calls per call (inference; train: forward + losses), torchvision's batched NMS apart")
+        print(f"{'model':10} {'mode':10} {'ops':>6} {'waits':>6} {'NMS ops':>8} {'NMS waits':>10}  waits by kind")
+        for name, mode, c in counted:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(c["waits_by_kind"].items()))
+            print(f"{name:10} {mode:10} {c['ops']:6d} {c['waits']:6d} {c['nms_ops']:8d} {c['nms_waits']:10d}  {kinds}")
     for name, res in results.items():
         if "breakdown_s" in res:
             total = res["breakdown_s"]["total"]

@@ -9,7 +9,7 @@ from detectron2.structures import Boxes, Instances
 
 from vfnet import ATSSAssigner, FCOSAssigner
 from vfnet.assigners import LabelAssigner
-from vfnet_test_utils import HostSyncCounter
+from vfnet.host_calls import HostCallCounter
 
 
 def _grid(sizes, strides, offset=0.0):
@@ -131,9 +131,9 @@ class ATSSAssignerTest(unittest.TestCase):
         # all levels; the positives are not selected by a mask.
         anchors, valid = _grid([(16, 20), (8, 10), (4, 5)], (8, 16, 32))
         gts = Boxes(torch.tensor([[10.0, 20.0, 90.0, 70.0], [60.0, 5.0, 150.0, 120.0]]))
-        with HostSyncCounter() as syncs:
+        with HostCallCounter() as calls:
             matched = ATSSAssigner(9)(anchors, valid, gts)
-        self.assertEqual(syncs.calls, ["nonzero", "tolist"])
+        self.assertEqual(calls.waits, ["nonzero", "tolist"])
         self.assertEqual(matched.tolist(), naive_atss(anchors, valid, gts.tensor.tolist(), 9))
 
     def test_bad_topk(self):

@@ -11,7 +11,8 @@ from detectron2.utils.events import EventStorage
 from vfnet import ATSSAssigner, FCOSAssigner, VFNet, add_vfnet_config, batched_soft_nms
 from vfnet.assigners import LabelAssigner
 from vfnet.builders import point_generator
-from vfnet_test_utils import STRIDES, HostSyncCounter, make_instances, random_image, small_vfnet
+from vfnet.host_calls import HostCallCounter
+from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
 
 
 def _anchors(points, side=64.0):
@@ -259,9 +260,9 @@ class VFNetInferenceTest(unittest.TestCase):
         scores = [torch.rand(len(a), 5, generator=g) for a in anchors]
         ltrb = [torch.rand(len(a), 4, generator=g) * 50 for a in anchors]
         model = small_vfnet(test_score_thresh=0.3, test_topk_candidates=8)
-        with HostSyncCounter() as syncs:
+        with HostCallCounter() as calls:
             inst = model.candidates_single_image(anchors, scores, ltrb, (60, 50))
-        self.assertEqual(syncs.calls, ["nonzero"] * 3 + ["__bool__"])
+        self.assertEqual(calls.waits, ["nonzero"] * 3 + ["__bool__"])
         self.assertEqual(len(inst), 24)
         self.assertTrue((inst.pred_boxes.tensor[:, 2] <= 50).all() and (inst.pred_boxes.tensor[:, 3] <= 60).all())
 

@@ -93,3 +93,37 @@ def test_pair_ratios_and_their_description(bench):
         bench.pair_ratios([1.0, 2.0], [1.0])
     text = bench.describe_ratios({"train_step_s": 1.2, "inference_s": 0.95}, {"train_step_s": [1.0, 1.5, 1.1]})
     assert text == "train_step_s 1.200x (pairs 1.000-1.100-1.500x), inference_s 0.950x"
+
+
+def test_count_calls(bench, tmp_path, capsys):
+    out = tmp_path / "calls.json"
+    argv = ["--config-file", QUICKSTART, "--size", "64x96", "--train-size", "64x96", "--repeats", "1",
+            "--warmup", "0", "--count-calls", "--json", str(out)]
+    assert bench.main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    text = capsys.readouterr().out
+    for name in ("vfnet", "d2_fcos"):
+        for mode in ("inference", "train"):
+            calls = results[name][f"{mode}_host_calls"]
+            assert calls["ops"] > 100 and sum(calls["waits_by_kind"].values()) == calls["waits"]
+            assert f"{name:10} {mode:10} {calls['ops']:6d} {calls['waits']:6d}" in text
+        assert results[name]["train_host_calls"]["nms_ops"] == 0
+    # VFNet: per level, the pairs above the threshold; Boxes.clip's check, here and in Detectron2's
+    # rescaling of the detections; the surviving boxes (Detectron2's postprocess)
+    inference = results["vfnet"]["inference_host_calls"]
+    assert inference["waits_by_kind"]["nonzero"] == 5 and inference["nms_ops"] > 0
+
+
+def test_count_host_calls_sets_the_nms_apart(bench):
+    import torchvision
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]])
+    scores, classes = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1])
+
+    def fn():
+        keep = torchvision.ops.batched_nms(boxes, scores, classes, 0.5)
+        return keep.tolist()
+
+    calls = bench.count_host_calls(fn)
+    assert calls["waits_by_kind"] == {"tolist": 1} and calls["ops"] == 0
+    assert calls["nms_ops"] > 0
