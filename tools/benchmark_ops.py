@@ -434,7 +434,10 @@ def print_table(results, device):
         print(f"{'op':9s} {'case':22s} {'pass':8s} {'self ms':>9s} {'calls':>6s}  fused path: op or kernel")
         for r in profiled:
             for e in r["ours_profile"]:
-                print(f"{r['op']:9s} {r['case']:22s} {r['pass']:8s} {e['self_ms']:9.3f} {e['calls']:6.1f}  {e['name'][:90]}")
+                print(
+                    f"{r['op']:9s} {r['case']:22s} {r['pass']:8s} {e['self_ms']:9.3f} {e['calls']:6.1f}  "
+                    f"{e['name'][:90]}"
+                )
     for name, ok in targets(results, device):
         print(f"target {'met   ' if ok else 'MISSED'}  {name}")
 
