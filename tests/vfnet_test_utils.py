@@ -111,4 +111,3 @@ class SampledImagePathMixin:
         else:
             os.environ["VFNET_CUDA_DEFORM_CONV"] = self._previous_path
         super().tearDown()
-

@@ -48,6 +48,14 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The zero accumulator of grad_x that col2im_kernel adds into with atomics: x's shape, in
+// acc_dtype (x's dtype for float32/float64, else float32), channels-last, so that the scatter's
+// warps add to consecutive channels of a pixel.
+inline at::Tensor zero_grad_x_accumulator(const at::Tensor& x) {
+  const at::TensorOptions options = x.options().dtype(acc_dtype(x.scalar_type()));
+  return at::empty(x.sizes(), options, at::MemoryFormat::ChannelsLast).zero_();
+}
+
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ acc_t load_or_zero(
     const scalar_t* plane,

@@ -77,9 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
   const int64_t out_channels = weight_in.size(0);
   const at::Tensor weight2d = weight_in.contiguous().view({out_channels, -1});
 
-  // grad_x accumulates with atomics: in x's dtype for float32/float64, else in float32; channels-last,
-  // so that the scatter's warps add to consecutive channels of a pixel.
-  at::Tensor grad_x_acc = at::empty(x.sizes(), x.options().dtype(acc_t_), at::MemoryFormat::ChannelsLast).zero_();
+  at::Tensor grad_x_acc = cuda::zero_grad_x_accumulator(x);
   at::Tensor grad_ltrb = at::zeros(ltrb.sizes(), ltrb.options());
   at::Tensor grad_weight2d = at::zeros(weight2d.sizes(), x.options().dtype(acc_t_));
   at::Tensor grad_bias = at::sum(grad_out, {0, 2, 3}, false, acc_t_);
