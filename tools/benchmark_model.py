@@ -6,7 +6,7 @@ against Detectron2's own FCOS R-50 in the same run.
     python tools/benchmark_model.py [--config-file CFG] [--weights CKPT] [--device cpu|cuda]
         [--threads N] [--modes inference,train] [--size 800x1216] [--batch 1]
         [--train-size 512x640] [--train-batch 2] [--repeats 3] [--warmup 1]
-        [--amp bf16|fp16] [--channels-last] [--no-fcos] [--breakdown] [--profile N]
+        [--amp bf16|fp16] [--channels-last] [--compile [MODE]] [--no-fcos] [--breakdown] [--profile N]
         [--count-calls] [--json OUT.json] [CFG overrides key=value ...]
 
 - Models: VFNet from ``--config-file`` (default the zoo's R-50 1x) with ``--weights`` (default:
@@ -27,6 +27,10 @@ against Detectron2's own FCOS R-50 in the same run.
   median / max) says how far one run's ratio can be trusted. Inference under ``torch.no_grad`` in
   eval mode; a training step is forward + backward of the summed losses + an SGD step, in train
   mode.
+- ``--compile [MODE]``: both models' backbone and head compiled by ``torch.compile`` (VFNet's
+  ``compile_mode``, :mod:`vfnet.compiling`; the same call for FCOS). The first call of each mode,
+  which compiles, is timed apart (``*_first_call_s``; printed for every run: without
+  ``--compile`` it is the cost of the caches a first call fills).
 - ``--breakdown``: per-module inference times (forward hooks: the backbone's bottom-up and FPN,
   each direct child of the head, the head's own code between them, post-processing = the rest).
   ``--profile N``: the N most expensive ops of one inference and one training step
@@ -56,6 +60,7 @@ except ImportError:  # running from a source checkout without `make install`
 import torch
 from torch import nn
 
+from vfnet.compiling import COMPILE_MODES, compile_backbone_and_head  # noqa: E402
 from vfnet.head_parts import spread_classifier_scores  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(
@@ -89,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype (default: float32)")
     p.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last memory format")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile both models' backbone and head (vfnet.compiling; a bare --compile: 'default'; "
+                   f"modes: {', '.join(COMPILE_MODES)}); the first call of each mode, which compiles, is timed apart")
     p.add_argument("--no-fcos", action="store_true", help="VFNet only")
     p.add_argument("--spread-scores", type=int, default=0, metavar="SEED", help="-1: keep the classifier weights")
     p.add_argument("--breakdown", action="store_true", help="per-module inference times")
@@ -105,6 +113,8 @@ def parse_args(argv=None):
         p.error("--repeats, --batch and --train-batch must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device")
+    if args.compile and (args.breakdown or args.count_calls):
+        p.error("--compile: --breakdown and --count-calls measure eager modules and ops; run them without it")
     return args
 
 
@@ -383,6 +393,8 @@ def prepare(model: nn.Module, args) -> nn.Module:
         spread_classifier_scores(model, args.spread_scores)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        compile_backbone_and_head(model, args.compile)
     return model
 
 
@@ -406,13 +418,17 @@ def main(argv=None) -> int:
             if mode == "inference":
                 model.eval()
                 runners[name] = inference_fn(model, inputs, args.device, args.amp)
-                results[name]["detections_per_image"] = statistics.mean(
-                    len(o["instances"]) for o in runners[name]()
-                )
             else:
                 model.train()
                 batch_of[name] = training_inputs(args.train_size, args.train_batch, num_classes_of(model))
                 runners[name] = training_step_fn(model, batch_of[name], args.device, args.amp)
+            # The first call (where torch.compile compiles, and caches fill) is timed apart.
+            start = time.perf_counter()
+            out = runners[name]()
+            _sync(args.device)
+            results[name][f"{mode}_first_call_s"] = time.perf_counter() - start
+            if mode == "inference":
+                results[name]["detections_per_image"] = statistics.mean(len(o["instances"]) for o in out)
         if args.count_calls:
             for name, model in models.items():
                 if mode == "inference":
@@ -448,11 +464,15 @@ def main(argv=None) -> int:
                 print(profile_ops(runners[name], args.device, args.profile))
 
     print(f"device {args.device}, threads {torch.get_num_threads()}, amp {args.amp or 'off'}, "
-          f"channels-last {args.channels_last}; medians of {args.repeats}")
+          f"channels-last {args.channels_last}, compile {args.compile or 'off'}; medians of {args.repeats}")
     print(f"{'model':10} {'inference s':>12} {'images/s':>9} {'dets/img':>9} {'train step s':>13}")
     for name, res in results.items():
         print(f"{name:10} {res.get('inference_s', float('nan')):12.3f} {res.get('images_per_s', float('nan')):9.2f} "
               f"{res.get('detections_per_image', float('nan')):9.1f} {res.get('train_step_s', float('nan')):13.3f}")
+    firsts = ", ".join(
+        f"{name} " + " / ".join(f"{res[f'{mode}_first_call_s']:.2f}" for mode in args.modes) for name, res in results.items()
+    )
+    print(f"first call s ({' / '.join(args.modes)}): {firsts}")
     ratios, pairs = {}, {}
     if "d2_fcos" in results:
         for key in ("inference_s", "train_step_s"):
@@ -486,6 +506,7 @@ def main(argv=None) -> int:
         "train_batch": args.train_batch,
         "amp": args.amp,
         "channels_last": args.channels_last,
+        "compile": args.compile,
         "cuda_deform_conv": os.environ.get("VFNET_CUDA_DEFORM_CONV") or "columns",
         "load_avg": list(os.getloadavg()),
         "results": results,

@@ -149,6 +149,8 @@ def test_prepare_for_export_switches_every_deformable_conv_and_refuses_untraceab
     model.test_nms_type, model.test_topk_mode = "nms", "points"
     with pytest.raises(ExportError, match="test_topk_mode=pairs"):
         prepare_for_export(model)
+    with pytest.raises(ExportError, match=r"compile_mode='default' cannot be exported.*model.compile_mode=None"):
+        prepare_for_export(small_vfnet(num_classes=2, compile_mode="default"))
 
 
 def test_scripting_names_what_torchscript_refused():

@@ -64,6 +64,28 @@ def test_bad_arguments(bench):
         bench.parse_size("0x10")
     with pytest.raises(SystemExit):
         bench.parse_args(["--modes", "inference,bogus"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--compile", "--breakdown"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--compile", "fastest"])
+    assert bench.parse_args(["--compile"]).compile == "default"
+    assert bench.parse_args(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
+    assert bench.parse_args([]).compile is None
+
+
+def test_compile_option_compiles_both_models_and_times_first_calls_apart(bench, monkeypatch, tmp_path, capsys):
+    compiled = []
+    monkeypatch.setattr(bench, "compile_backbone_and_head", lambda model, mode: compiled.append((type(model).__name__, mode)))
+    out = tmp_path / "bench.json"
+    argv = ["--config-file", QUICKSTART, "--size", "64x96", "--train-size", "64x96", "--repeats", "1",
+            "--warmup", "0", "--compile", "max-autotune", "--json", str(out)]
+    assert bench.main(argv) == 0
+    assert sorted(compiled) == [("FCOS", "max-autotune"), ("VFNet", "max-autotune")]
+    summary = json.loads(out.read_text())
+    assert summary["compile"] == "max-autotune"
+    for res in summary["results"].values():
+        assert res["inference_first_call_s"] > 0 and res["train_first_call_s"] > 0
+    assert "first call s (inference / train): vfnet " in capsys.readouterr().out
 
 
 def test_fcos_trains_under_bfloat16_autocast(bench):

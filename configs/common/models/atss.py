@@ -44,4 +44,5 @@ model = L(ATSS)(
     **_TEST_SELECTION,
     **_IMAGENET_RGB_INPUT,
     fused_ops=True,
+    compile_mode=None,  # torch.compile the backbone and the head (vfnet.compiling)
 )

@@ -49,4 +49,5 @@ model = L(RepPoints)(
     **_TEST_SELECTION,
     **_IMAGENET_RGB_INPUT,
     fused_ops=True,
+    compile_mode=None,  # torch.compile the backbone and the head (vfnet.compiling)
 )

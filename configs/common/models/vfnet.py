@@ -59,4 +59,6 @@ model = L(VFNet)(
     # Fused kernels of vfnet._C (the head's star-shaped deformable convs and the Varifocal Loss);
     # False: the pure-PyTorch reference paths (torchvision deform_conv2d, eager loss). Same results.
     fused_ops=True,
+    # torch.compile the backbone and the head: None, "default", "reduce-overhead", ... (vfnet.compiling)
+    compile_mode=None,
 )

@@ -65,6 +65,8 @@ def add_vfnet_config(cfg) -> None:
     # the Varifocal Loss (vfnet.ops.fused_varifocal_loss). False: the pure-PyTorch reference paths
     # (torchvision deform_conv2d with explicit offsets; the eager loss). Same results.
     v.FUSED_OPS = True
+    # torch.compile the backbone and the head: "" (no), "default", "reduce-overhead", ... (vfnet.compiling)
+    v.COMPILE = ""
 
     # Assignment
     v.USE_ATSS = True

@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, Instances
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
+from ..compiling import check_compile_mode, compile_backbone_and_head
 from ..layers import disable_fused_deformable_convs
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 
@@ -49,6 +50,7 @@ class VFLDenseDetector(DenseDetector):
         pixel_std: Sequence[float],
         input_format: str = "RGB",
         fused_ops: bool = True,
+        compile_mode: Optional[str] = None,
     ):
         """
         Args:
@@ -63,6 +65,9 @@ class VFLDenseDetector(DenseDetector):
             fused_ops: the fused kernels of ``vfnet._C``: the Varifocal Loss
                 (:func:`vfnet.ops.fused_varifocal_loss`) and the deformable convs (RepPoints').
                 False: the eager loss and torchvision's ``deform_conv2d`` everywhere.
+            compile_mode: None (default) or a ``torch.compile`` mode ("default",
+                "reduce-overhead", ...): compile the backbone and the head
+                (:func:`vfnet.compiling.compile_backbone_and_head`).
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if head.num_classes != num_classes:
@@ -82,6 +87,9 @@ class VFLDenseDetector(DenseDetector):
         self.fused_ops = fused_ops
         if not fused_ops:
             disable_fused_deformable_convs(self)
+        self.compile_mode = check_compile_mode(compile_mode, type(self).__name__)
+        if self.compile_mode is not None:
+            compile_backbone_and_head(self, self.compile_mode)
 
     @staticmethod
     def backbone_and_feature_shapes(cfg, node_name: str) -> Tuple[Backbone, List[ShapeSpec]]:
@@ -118,6 +126,7 @@ class VFLDenseDetector(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "fused_ops": node.FUSED_OPS,
+            "compile_mode": node.COMPILE,
         }
 
     def iou_aware_classification_loss(

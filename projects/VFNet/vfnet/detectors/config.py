@@ -35,6 +35,7 @@ def _vfl_keys(node: CN) -> None:
     node.VFL_GAMMA = 2.0
     node.VFL_IOU_WEIGHTED = True
     node.FUSED_OPS = True  # the fused kernels of vfnet._C: the Varifocal Loss, RepPoints' deformable convs (same results)
+    node.COMPILE = ""  # torch.compile the backbone and the head: "", "default", "reduce-overhead", ... (vfnet.compiling)
 
 
 def _head_keys(node: CN, num_convs: int, norm: str, focal_alpha: float, focal_gamma: float, nms: float) -> None:

@@ -11,6 +11,7 @@ from fvcore.nn import giou_loss, sigmoid_focal_loss_jit, smooth_l1_loss
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..compiling import check_compile_mode, compile_backbone_and_head
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 from .assigners import MaxIoUMatcher
 from .common import MMDetBox2BoxTransform, positives_per_image_normalizer, batch_valid_flags
@@ -50,6 +51,7 @@ class RetinaNetVFL(RetinaNet):
         loss_normalizer: str = "ema",
         ignore_padding: bool = False,
         fused_ops: bool = True,
+        compile_mode: Optional[str] = None,
         **kwargs,
     ):
         """
@@ -61,6 +63,8 @@ class RetinaNetVFL(RetinaNet):
             ignore_padding: anchors of a location outside an image's own padded area (in a batch
                 of different sizes) take no part in the losses (MMDetection's valid flags).
             fused_ops: the fused Varifocal Loss kernel (:func:`vfnet.ops.fused_varifocal_loss`).
+            compile_mode: None (default) or a ``torch.compile`` mode: compile the backbone and the
+                head (:func:`vfnet.compiling.compile_backbone_and_head`).
             kwargs: :class:`~detectron2.modeling.RetinaNet`'s arguments.
         """
         super().__init__(**kwargs)
@@ -73,6 +77,9 @@ class RetinaNetVFL(RetinaNet):
         self.loss_normalizer = loss_normalizer
         self.ignore_padding = ignore_padding
         self.fused_ops = fused_ops
+        self.compile_mode = check_compile_mode(compile_mode, type(self).__name__)
+        if self.compile_mode is not None:
+            compile_backbone_and_head(self, self.compile_mode)
 
     @classmethod
     def from_config(cls, cfg):
@@ -92,6 +99,7 @@ class RetinaNetVFL(RetinaNet):
             loss_normalizer=r.LOSS_NORMALIZER,
             ignore_padding=r.IGNORE_PADDING,
             fused_ops=r.FUSED_OPS,
+            compile_mode=r.COMPILE,
         )
         return ret
 

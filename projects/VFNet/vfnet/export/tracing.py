@@ -60,8 +60,14 @@ def prepare_for_export(model: nn.Module) -> nn.Module:
     check that VFNet's test-time options can be traced. Returns ``model``.
 
     Raises:
-        ExportError: Soft-NMS or the "points" top-k mode (see the module docstring).
+        ExportError: Soft-NMS or the "points" top-k mode (see the module docstring), or a model
+            whose backbone and head are compiled (``compile_mode``).
     """
+    if getattr(model, "compile_mode", None) is not None:
+        raise ExportError(
+            f"{type(model).__name__} with compile_mode={model.compile_mode!r} cannot be exported (its backbone and "
+            "head are compiled by torch.compile); export with model.compile_mode=None (MODEL.<DETECTOR>.COMPILE '')"
+        )
     model.eval()
     disable_fused_deformable_convs(model)
     if isinstance(model, VFNet):

@@ -69,6 +69,9 @@ _NO_KERNEL_REASON: Dict[torch.device, Optional[str]] = {}
 _WARNED_DEVICE_TYPES = set()
 
 
+# Called while torch.compile traces the ops' first call on a device: its dispatcher queries are
+# not traceable, and their answer does not change within a process.
+@torch.compiler.assume_constant_result
 def _no_kernel_reason(device: torch.device) -> Optional[str]:
     key = torch._C._dispatch_key_for_device(device.type)
     missing = [

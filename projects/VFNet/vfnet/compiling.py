@@ -1,0 +1,45 @@
+"""
+``torch.compile`` for a detector's backbone and head, the opt-in ``compile_mode`` of every VFL
+detector (``model.compile_mode`` in a LazyConfig, ``MODEL.<DETECTOR>.COMPILE`` in yacs).
+
+Only the backbone (with its FPN) and the head are compiled: they are the network, and they trace
+to one graph each (no graph breaks, eval and train). Pre- and post-processing (label assignment,
+losses, decoding, NMS) stay eager: their shapes depend on the data.
+"""
+from typing import Optional
+
+from torch import nn
+
+__all__ = ["COMPILE_MODES", "check_compile_mode", "compile_backbone_and_head"]
+
+#: torch.compile's modes. "reduce-overhead" replays CUDA graphs (GPU; one per input size).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: Optional[str], owner: str) -> Optional[str]:
+    """``mode`` if it is one of :data:`COMPILE_MODES`, None for None or "" (no compilation).
+
+    Raises:
+        ValueError: any other value (the message names ``owner``, the detector).
+    """
+    if mode is None or mode == "":
+        return None
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"{owner}: compile_mode must be None or one of {COMPILE_MODES}, got {mode!r}")
+    return mode
+
+
+def compile_backbone_and_head(model: nn.Module, mode: str) -> None:
+    """
+    Compile ``model.backbone`` and ``model.head`` in place with ``torch.compile(mode=mode)``
+    (:meth:`torch.nn.Module.compile`: parameter names, ``state_dict`` and checkpoints are those
+    of the uncompiled model).
+
+    Nothing is compiled until the first call; each new input size compiles again, until
+    torch.compile switches to dynamic sizes (from the second size on, with a few more
+    recompilations where a size crosses a threshold of the convolution backends). On two CPU
+    cores the first call of a ResNet-50 VFNet took 31 s in inference and 104 s for a training
+    step with torch's on-disk cache empty, 4 and 8 s once it held the kernels.
+    """
+    model.backbone.compile(mode=mode)
+    model.head.compile(mode=mode)
