@@ -5,6 +5,7 @@ forward pass (training with and without ground truth, backward, inference).
 """
 import math
 import unittest
+from unittest import mock
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -13,7 +14,8 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.utils.events import EventStorage
 
 from vfnet.detectors import ExtraLevels, FoveaAssigner, MaxIoUMatcher, MMDetAnchorGenerator, MMDetBox2BoxTransform, PointAssigner
-from vfnet.detectors.common import select_topk_candidates, valid_flags
+from vfnet.detectors import common
+from vfnet.detectors.common import means_over_workers, select_topk_candidates, valid_flags
 from vfnet_test_utils import REPO_ROOT, make_instances, random_image
 
 
@@ -179,6 +181,26 @@ class ValidFlagsAndCandidatesTest(unittest.TestCase):
         idx, cls, s = select_topk_candidates(scores, 0.05, 3)
         self.assertEqual(list(zip(idx.tolist(), cls.tolist())), [(0, 0), (2, 1), (2, 0)])
         torch.testing.assert_close(s, torch.tensor([0.9, 0.8, 0.7]))
+
+
+class MeansOverWorkersTest(unittest.TestCase):
+    def test_one_worker(self):
+        values = [torch.tensor(3), torch.tensor(2.5), torch.tensor(0.25, dtype=torch.float64)]
+        self.assertEqual(means_over_workers(values), [3.0, 2.5, 0.25])
+
+    def test_one_all_reduce_for_all_values(self):
+        reduced = []
+
+        def all_reduce(tensor):  # the other worker holds (1, 2, 3)
+            reduced.append(tensor.tolist())
+            tensor.add_(torch.tensor([1.0, 2.0, 3.0]))
+
+        with mock.patch.object(common.comm, "get_world_size", return_value=2), mock.patch.object(
+            common.dist, "all_reduce", side_effect=all_reduce
+        ):
+            means = means_over_workers([torch.tensor(5), torch.tensor(0.5), torch.tensor(-1.0)])
+        self.assertEqual(reduced, [[5.0, 0.5, -1.0]])
+        self.assertEqual(means, [3.0, 1.25, 1.0])
 
 
 class DetectorForwardTest(unittest.TestCase):

@@ -80,6 +80,20 @@ class VFNetTrainingTest(unittest.TestCase):
         losses = self._train_step(model, _batch())
         self.assertTrue(all(math.isfinite(v.item()) for v in losses.values()))
 
+    def test_forward_and_losses_wait_for_the_device_13_times(self):
+        # On a GPU each waits for the queued kernels: the assignment twice per image, the
+        # positives once, fvcore's giou_loss 7 times for both box losses, every normaliser once.
+        model = small_vfnet()
+        model.train()
+        inputs = _batch()
+        with EventStorage():
+            model(inputs)  # the anchors of these sizes are cached by the first call
+            with HostCallCounter() as calls:
+                model(inputs)
+        self.assertEqual(
+            calls.waits, ["nonzero", "tolist"] * 2 + ["nonzero", "__bool__", "__bool__"] + ["index by mask"] * 5 + ["tolist"]
+        )
+
     def test_positives_are_counted(self):
         model = small_vfnet()
         model.train()

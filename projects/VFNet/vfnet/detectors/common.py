@@ -25,6 +25,7 @@ __all__ = [
     "valid_flags",
     "batch_valid_flags",
     "mean_over_workers",
+    "means_over_workers",
     "positives_per_image_normalizer",
     "select_topk_candidates",
     "classwise_nms",
@@ -209,6 +210,12 @@ def mean_over_workers(value: Tensor) -> Tensor:
         dist.all_reduce(value)
         value = value / comm.get_world_size()
     return value
+
+
+def means_over_workers(values: Sequence[Tensor]) -> List[float]:
+    """The means over all workers of scalar tensors (float32), in one all-reduce and one wait for
+    the device; called on every rank, whatever its data."""
+    return mean_over_workers(torch.stack([v.float() for v in values])).tolist()
 
 
 def positives_per_image_normalizer(num_pos_per_image: Sequence[int]) -> float:
