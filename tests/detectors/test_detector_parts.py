@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 from vfnet.detectors import ExtraLevels, FoveaAssigner, MaxIoUMatcher, MMDetAnchorGenerator, MMDetBox2BoxTransform, PointAssigner
 from vfnet.detectors import common
 from vfnet.detectors.common import means_over_workers, select_topk_candidates, valid_flags
+from vfnet.host_calls import HostCallCounter
 from vfnet_test_utils import REPO_ROOT, make_instances, random_image
 
 
@@ -88,6 +89,15 @@ class PointAssignerTest(unittest.TestCase):
     def test_empty(self):
         self.assertEqual(PointAssigner()(self.points, self.strides, torch.zeros(0, 4)).tolist(), [-1] * 5)
 
+    def test_waits_for_the_device_once_plus_once_per_level_not_per_ground_truth(self):
+        # Six ground truths on two levels: their levels read once, each level's points once.
+        gt = torch.tensor([[0.0, 0.0, 30.0, 30.0], [0.0, 0.0, 64.0, 64.0], [10.0, 0.0, 16.0, 8.0]] * 2)
+        with HostCallCounter() as calls:
+            assigned = PointAssigner(scale=4)(self.points, self.strides, gt)
+        self.assertEqual(calls.waits, ["tolist", "nonzero", "nonzero"])
+        # the first of equally near duplicates keeps a point; the small box is nearest (12, 4)
+        self.assertEqual(assigned.tolist(), [-1, 2, -1, -1, 1])
+
 
 class FoveaAssignerTest(unittest.TestCase):
     def test_fovea_cells_smaller_boxes_on_top(self):
@@ -106,6 +116,13 @@ class FoveaAssignerTest(unittest.TestCase):
         assigned = FoveaAssigner(scale_ranges=[(1, 64), (32, 128)])([(8, 8), (4, 4)], [8, 16], gt)
         self.assertGreater(int((assigned[:64] == 0).sum()), 0)
         self.assertGreater(int((assigned[64:] == 0).sum()), 0)
+
+    def test_waits_for_the_device_twice_per_level_with_ground_truths(self):
+        gt = torch.tensor([[16.0, 16.0, 40.0, 40.0], [8.0, 8.0, 40.0, 40.0], [0.0, 0.0, 48.0, 48.0]])
+        assigner = FoveaAssigner(scale_ranges=[(1, 64), (32, 128), (256, 512)])
+        with HostCallCounter() as calls:
+            assigner([(8, 8), (4, 4), (2, 2)], [8, 16, 32], gt)
+        self.assertEqual(calls.waits, ["nonzero", "tolist", "nonzero", "tolist", "nonzero"])
 
     def test_levels_must_match(self):
         with self.assertRaisesRegex(ValueError, "2 levels and 2 strides for 1 scale ranges"):

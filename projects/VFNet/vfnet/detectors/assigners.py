@@ -108,19 +108,24 @@ class PointAssigner:
         gt_lvl = ((torch.log2(gt_wh[:, 0] / self.scale) + torch.log2(gt_wh[:, 1] / self.scale)) / 2).int()
         gt_lvl = torch.clamp(gt_lvl, min=lvl_min, max=lvl_max)
         assigned_dist = points.new_full((num_points,), math.inf)
-        point_range = torch.arange(num_points, device=points.device)
-        for g in range(num_gt):
-            on_level = gt_lvl[g] == points_lvl
-            level_idx = point_range[on_level]
+        # The ground truths' levels, and each level's points, read once (each read waits for the
+        # device); the loop over the ground truths then runs without waiting.
+        level_points = {}
+        for g, level in enumerate(gt_lvl.tolist()):
+            if level not in level_points:
+                level_idx = (points_lvl == level).nonzero().squeeze(1)
+                level_points[level] = (level_idx, points[level_idx])
+            level_idx, level_xy = level_points[level]
             if level_idx.numel() == 0:
                 continue
-            dist = ((points[on_level] - gt_xy[g : g + 1]) / gt_wh[g : g + 1]).norm(dim=1)
+            dist = ((level_xy - gt_xy[g : g + 1]) / gt_wh[g : g + 1]).norm(dim=1)
             k = min(self.pos_num, dist.numel())
             min_dist, nearest = torch.topk(dist, k, largest=False)
-            nearest = level_idx[nearest]
-            closer = min_dist < assigned_dist[nearest]
-            assigned[nearest[closer]] = g
-            assigned_dist[nearest[closer]] = min_dist[closer]
+            nearest = level_idx[nearest]  # distinct points
+            current = assigned_dist[nearest]
+            closer = min_dist < current
+            assigned[nearest] = torch.where(closer, g, assigned[nearest])
+            assigned_dist[nearest] = torch.where(closer, min_dist, current)
         return assigned
 
 
@@ -170,7 +175,8 @@ class FoveaAssigner:
                 right = torch.floor(boxes[:, 0] + (1 + self.sigma) * half_w - 0.5).long().clamp(0, w - 1)
                 top = torch.ceil(boxes[:, 1] + (1 - self.sigma) * half_h - 0.5).long().clamp(0, h - 1)
                 bottom = torch.floor(boxes[:, 1] + (1 + self.sigma) * half_h - 0.5).long().clamp(0, h - 1)
-                for g, x1, y1, x2, y2 in zip(hit.tolist(), left.tolist(), top.tolist(), right.tolist(), bottom.tolist()):
+                # One read of the rectangles (it waits for the device), then painted in order.
+                for g, x1, y1, x2, y2 in torch.stack([hit, left, top, right, bottom], dim=1).tolist():
                     assigned[y1 : y2 + 1, x1 : x2 + 1] = g
             per_level.append(assigned.reshape(-1))
         return torch.cat(per_level)
