@@ -35,6 +35,7 @@ from vfnet.detectors import (
     RetinaNetVFL,
 )
 from vfnet.detectors.vfnet_ablation import VFNetAblationHead
+from vfnet.host_calls import HostCallCounter
 from vfnet_test_utils import STRIDES, make_instances, random_image, small_vfnet
 
 NORM = dict(pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0])
@@ -394,6 +395,22 @@ class RepPointsVFLTest(unittest.TestCase):
             model = self._model(fused_ops=fused)
             flags = [model.head.cls_dconv.use_fused_op, model.head.pts_refine_dconv.use_fused_op]
             self.assertEqual(flags, [fused, fused])
+
+    def test_label_points_wait_for_the_device_per_image_not_per_ground_truth(self):
+        # image 0: its valid locations, the ground truths' levels, one level's points; image 1
+        # (no ground truth): its valid locations. The refinement's matcher fills by masks.
+        points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [8.0, 8.0], [24.0, 8.0]])
+        strides = torch.tensor([8, 8, 8, 16, 16])
+        valid = [torch.ones(5, dtype=torch.bool), torch.tensor([True, True, False, True, True])]
+        candidates = torch.rand(2, 5, 4, generator=_gen(3)) * 10 + torch.tensor([0.0, 0.0, 20.0, 20.0])
+        gts = [make_instances((64, 64), [[2.0, 3.0, 25.0, 28.0], [5.0, 1.0, 30.0, 22.0]], [1, 2]), make_instances((64, 64), [], [])]
+        with HostCallCounter() as calls:
+            init_matched, refine_matched, refine_labels = self._model().label_points(points, strides, valid, candidates, gts)
+        self.assertEqual(calls.waits, ["nonzero", "tolist", "nonzero", "nonzero"])
+        self.assertEqual([m.tolist() for m in init_matched], [[-1, 0, 1, -1, -1], [-1] * 5])
+        self.assertEqual([m.tolist() for m in refine_matched], [[1, 1, 0, 0, 0], [-1] * 5])
+        # classes of the positives, 3 (background) for the negatives, -1 for invalid locations
+        self.assertEqual([m.tolist() for m in refine_labels], [[2, 2, 1, 1, 1], [3, 3, -1, 3, 3]])
 
     def test_vfl_as_the_reference(self):
         g = _gen(8)

@@ -58,9 +58,11 @@ class MaxIoUMatcher:
                 torch.zeros(num_pred, dtype=torch.int8, device=device),
             )
         max_iou, matches = match_quality_matrix.max(dim=0)
+        # masked_fill_, not assignment through a mask (that selects the indices first: a wait
+        # for the device)
         labels = torch.full((num_pred,), -1, dtype=torch.int8, device=device)
-        labels[(max_iou >= 0) & (max_iou < self.neg_iou_thr)] = 0
-        labels[max_iou >= self.pos_iou_thr] = 1
+        labels.masked_fill_((max_iou >= 0) & (max_iou < self.neg_iou_thr), 0)
+        labels.masked_fill_(max_iou >= self.pos_iou_thr, 1)
 
         gt_max_iou = match_quality_matrix.max(dim=1).values
         claims = (match_quality_matrix == gt_max_iou[:, None]) & (gt_max_iou >= self.min_pos_iou)[:, None]
@@ -68,7 +70,7 @@ class MaxIoUMatcher:
         # the last ground truth that claims a prediction wins
         last_claimant = (num_gt - 1) - claims.flip(0).to(torch.uint8).argmax(dim=0)
         matches = torch.where(claimed, last_claimant, matches)
-        labels[claimed] = 1
+        labels.masked_fill_(claimed, 1)
         return matches, labels
 
 

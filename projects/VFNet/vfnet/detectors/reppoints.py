@@ -320,11 +320,14 @@ class RepPoints(VFLDenseDetector):
             matches, match_labels = self.refine_matcher(pairwise_iou(inst.gt_boxes, Boxes(candidates[i][idx])))
             m_refine = torch.full((len(points),), -1, dtype=torch.long, device=points.device)
             labels = torch.full((len(points),), -1, dtype=torch.long, device=points.device)
+            # Written through the valid locations' indices with torch.where, not selected by masks
+            # (each mask selection waits for the device).
             pos = match_labels == 1
-            m_refine[idx[pos]] = matches[pos]
-            labels[idx[match_labels == 0]] = self.num_classes
+            m_refine[idx] = torch.where(pos, matches, -1)
+            valid_labels = torch.where(match_labels == 0, self.num_classes, -1)
             if len(inst) > 0:
-                labels[idx[pos]] = inst.gt_classes[matches[pos]]
+                valid_labels = torch.where(pos, inst.gt_classes[matches.clamp(min=0)], valid_labels)
+            labels[idx] = valid_labels
             init_matched.append(m_init)
             refine_matched.append(m_refine)
             refine_labels.append(labels)
@@ -349,15 +352,23 @@ class RepPoints(VFLDenseDetector):
         """
         num_images = len(gt_instances)
         labels = torch.stack(refine_labels)  # (N, P)
-        num_pos_init = [int((m >= 0).sum()) for m in init_matched]
-        num_pos_refine = [int((m >= 0).sum()) for m in refine_matched]
+        # every image's positives of both stages, read in one call
+        num_pos = torch.stack([(m >= 0).sum() for m in init_matched + refine_matched]).tolist()
+        num_pos_init, num_pos_refine = num_pos[:num_images], num_pos[num_images:]
         get_event_storage().put_scalar("num_pos_points", sum(num_pos_refine) / num_images)
         normalizer_init = positives_per_image_normalizer(num_pos_init)
         normalizer_refine = positives_per_image_normalizer(num_pos_refine)
 
+        # The ground truths of all images in one tensor, each image's from its offset.
+        all_gt = torch.cat([inst.gt_boxes.tensor for inst in gt_instances])
+        gt_offsets = torch.tensor(
+            [0] + [len(inst) for inst in gt_instances[:-1]], device=all_gt.device
+        ).cumsum(0)
+
         def box_loss(pred: Tensor, matched: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-            images, locations = torch.stack(matched).ge(0).nonzero(as_tuple=True)
-            gt = torch.cat([inst.gt_boxes.tensor[m[m >= 0]] for inst, m in zip(gt_instances, matched)])
+            matched = torch.stack(matched)  # (N, P)
+            images, locations = matched.ge(0).nonzero(as_tuple=True)
+            gt = all_gt[matched[images, locations] + gt_offsets[images]]
             scale = (self.point_base_scale * strides[locations])[:, None]
             pos_pred = pred[images, locations]
             loss = smooth_l1_loss(pos_pred / scale, gt / scale, beta=self.smooth_l1_beta, reduction="sum")
