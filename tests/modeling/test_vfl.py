@@ -4,6 +4,7 @@ import unittest
 
 import torch
 
+from vfnet.host_calls import HostCallCounter
 from vfnet.vfl import NORMALIZER_EPS, aligned_iou, iou_aware_targets, varifocal_classification_loss
 
 
@@ -50,6 +51,12 @@ class IouAwareTargetsTest(unittest.TestCase):
         clamped = iou_aware_targets(logits, torch.tensor([0]), torch.tensor([1]), pred, target, min_iou=1e-6)
         self.assertAlmostEqual(clamped[0, 1].item(), 1e-6, places=12)
 
+    def test_checks_the_classes_with_one_wait_for_the_device(self):
+        pred = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+        with HostCallCounter() as calls:
+            iou_aware_targets(torch.zeros(3, 4), torch.tensor([0, 2]), torch.tensor([3, 0]), pred, pred + 0.5)
+        self.assertEqual(calls.waits, ["tolist"])
+
     def test_no_positives(self):
         t = iou_aware_targets(torch.zeros(4, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), torch.zeros(0, 4))
         self.assertEqual(t.shape, (4, 2))
@@ -58,6 +65,8 @@ class IouAwareTargetsTest(unittest.TestCase):
     def test_errors_name_the_problem(self):
         with self.assertRaisesRegex(ValueError, "positive classes must lie in"):
             iou_aware_targets(torch.zeros(2, 2), torch.tensor([0]), torch.tensor([2]), torch.zeros(1, 4), torch.zeros(1, 4))
+        with self.assertRaisesRegex(ValueError, "positive classes must lie in"):
+            iou_aware_targets(torch.zeros(2, 2), torch.tensor([0]), torch.tensor([-1]), torch.zeros(1, 4), torch.zeros(1, 4))
         with self.assertRaisesRegex(ValueError, "1 positive rows"):
             iou_aware_targets(torch.zeros(2, 2), torch.tensor([0]), torch.tensor([0]), torch.zeros(2, 4), torch.zeros(1, 4))
         with self.assertRaisesRegex(ValueError, "must be \\(R, C\\)"):

@@ -74,8 +74,10 @@ def iou_aware_targets(
             f"iou_aware_targets: {num_pos} positive rows, but pos_classes {tuple(pos_classes.shape)}, "
             f"pred_boxes {tuple(pred_boxes.shape)}, target_boxes {tuple(target_boxes.shape)}"
         )
-    if num_pos and (int(pos_classes.min()) < 0 or int(pos_classes.max()) >= logits.shape[1]):
-        raise ValueError(f"iou_aware_targets: positive classes must lie in [0, {logits.shape[1]})")
+    if num_pos:
+        lowest, highest = torch.stack([pos_classes.min(), pos_classes.max()]).tolist()  # one wait
+        if lowest < 0 or highest >= logits.shape[1]:
+            raise ValueError(f"iou_aware_targets: positive classes must lie in [0, {logits.shape[1]})")
     targets = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
     if num_pos == 0:
         return targets
