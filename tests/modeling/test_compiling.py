@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from vfnet.compiling import COMPILE_MODES, check_compile_mode, compile_backbone_and_head
+from vfnet.compiling import COMPILE_MODES, apply_compile_mode, check_compile_mode, compile_backbone_and_head
 from vfnet.engine.config import load_config
 from vfnet.head_parts import spread_classifier_scores
 from vfnet.ops import _extension
@@ -35,6 +35,19 @@ class CheckCompileModeTest(unittest.TestCase):
             self.assertEqual(check_compile_mode(mode, "VFNet"), mode)
         with self.assertRaisesRegex(ValueError, r"ATSS: compile_mode must be None or one of \(.*'bogus'"):
             check_compile_mode("bogus", "ATSS")
+
+
+class ApplyCompileModeTest(unittest.TestCase):
+    def test_checks_then_compiles_backbone_and_head(self):
+        model = small_vfnet()
+        calls, mode = compile_calls(lambda: apply_compile_mode(model, "max-autotune"))
+        self.assertEqual(mode, "max-autotune")
+        self.assertEqual(calls, [(model.backbone, {"mode": "max-autotune"}), (model.head, {"mode": "max-autotune"})])
+        for off in (None, ""):
+            calls, mode = compile_calls(lambda: apply_compile_mode(model, off))
+            self.assertEqual((calls, mode), ([], None))
+        with self.assertRaisesRegex(ValueError, "^VFNet: compile_mode must be"):
+            apply_compile_mode(model, "fast")
 
 
 class DetectorCompileModeTest(unittest.TestCase):

@@ -10,7 +10,7 @@ from typing import Optional
 
 from torch import nn
 
-__all__ = ["COMPILE_MODES", "check_compile_mode", "compile_backbone_and_head"]
+__all__ = ["COMPILE_MODES", "apply_compile_mode", "check_compile_mode", "compile_backbone_and_head"]
 
 #: torch.compile's modes. "reduce-overhead" replays CUDA graphs (GPU; one per input size).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -26,6 +26,16 @@ def check_compile_mode(mode: Optional[str], owner: str) -> Optional[str]:
         return None
     if mode not in COMPILE_MODES:
         raise ValueError(f"{owner}: compile_mode must be None or one of {COMPILE_MODES}, got {mode!r}")
+    return mode
+
+
+def apply_compile_mode(model: nn.Module, mode: Optional[str]) -> Optional[str]:
+    """A detector's ``compile_mode`` argument: checked (:func:`check_compile_mode`, the message
+    naming the detector's class) and, unless None or "", applied with
+    :func:`compile_backbone_and_head`. Returns the mode, None for no compilation."""
+    mode = check_compile_mode(mode, type(model).__name__)
+    if mode is not None:
+        compile_backbone_and_head(model, mode)
     return mode
 
 

@@ -13,7 +13,7 @@ from detectron2.structures import Boxes, Instances
 from fvcore.nn import sigmoid_focal_loss
 from torch import Tensor, nn
 
-from ..compiling import check_compile_mode, compile_backbone_and_head
+from ..compiling import apply_compile_mode
 from ..layers import disable_fused_deformable_convs
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 
@@ -87,9 +87,7 @@ class VFLDenseDetector(DenseDetector):
         self.fused_ops = fused_ops
         if not fused_ops:
             disable_fused_deformable_convs(self)
-        self.compile_mode = check_compile_mode(compile_mode, type(self).__name__)
-        if self.compile_mode is not None:
-            compile_backbone_and_head(self, self.compile_mode)
+        self.compile_mode = apply_compile_mode(self, compile_mode)
 
     @staticmethod
     def backbone_and_feature_shapes(cfg, node_name: str) -> Tuple[Backbone, List[ShapeSpec]]:

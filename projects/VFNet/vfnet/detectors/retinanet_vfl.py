@@ -11,7 +11,7 @@ from fvcore.nn import giou_loss, sigmoid_focal_loss_jit, smooth_l1_loss
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..compiling import check_compile_mode, compile_backbone_and_head
+from ..compiling import apply_compile_mode
 from ..vfl import NORMALIZER_EPS, iou_aware_targets, varifocal_classification_loss
 from .assigners import MaxIoUMatcher
 from .common import MMDetBox2BoxTransform, positives_per_image_normalizer, batch_valid_flags
@@ -77,9 +77,7 @@ class RetinaNetVFL(RetinaNet):
         self.loss_normalizer = loss_normalizer
         self.ignore_padding = ignore_padding
         self.fused_ops = fused_ops
-        self.compile_mode = check_compile_mode(compile_mode, type(self).__name__)
-        if self.compile_mode is not None:
-            compile_backbone_and_head(self, self.compile_mode)
+        self.compile_mode = apply_compile_mode(self, compile_mode)
 
     @classmethod
     def from_config(cls, cfg):
