@@ -7,7 +7,13 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from vfnet.compiling import COMPILE_MODES, apply_compile_mode, check_compile_mode, compile_backbone_and_head
+from vfnet.compiling import (
+    COMPILE_MODES,
+    CUDA_GRAPH_MODES,
+    apply_compile_mode,
+    check_compile_mode,
+    compile_backbone_and_head,
+)
 from vfnet.engine.config import load_config
 from vfnet.head_parts import spread_classifier_scores
 from vfnet.ops import _extension
@@ -48,6 +54,23 @@ class ApplyCompileModeTest(unittest.TestCase):
             self.assertEqual((calls, mode), ([], None))
         with self.assertRaisesRegex(ValueError, "^VFNet: compile_mode must be"):
             apply_compile_mode(model, "fast")
+
+
+class CudaGraphStepTest(unittest.TestCase):
+    def test_each_call_of_the_detector_begins_a_step_with_cuda_graphs(self):
+        # Without it the head's compiled call, in inference, overwrote the backbone's outputs
+        # (seen on an H100 with "reduce-overhead").
+        self.assertEqual(CUDA_GRAPH_MODES, ("reduce-overhead", "max-autotune"))
+        images = [{"image": random_image(128, 192, seed=1)}]
+        for mode in COMPILE_MODES:
+            with self.subTest(mode=mode):
+                model = small_vfnet().eval()
+                with mock.patch.object(torch.nn.Module, "compile", autospec=True):
+                    compile_backbone_and_head(model, mode)
+                with mock.patch.object(torch.compiler, "cudagraph_mark_step_begin") as mark, torch.no_grad():
+                    model(images)
+                    model(images)
+                self.assertEqual(mark.call_count, 2 if mode in CUDA_GRAPH_MODES else 0)
 
 
 class DetectorCompileModeTest(unittest.TestCase):
