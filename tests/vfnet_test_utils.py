@@ -91,21 +91,33 @@ class OneThreadTestCase(unittest.TestCase):
         super().tearDown()
 
 
-class SampledImagePathMixin:
-    """Runs a CUDA test class's tests with VFNET_CUDA_DEFORM_CONV=sampled: the deformable convs as
-    a stride-3 cuDNN conv of the sampled image (csrc/cuda/sampled_conv.cuh) instead of the column
-    GEMMs. cuDNN's float32 convs use TF32 by default, and so does that path (as any conv): off
-    here, so that the float32 comparisons keep their tolerances."""
+class ExactFloat32ConvsMixin:
+    """Turns cuDNN's TF32 off for a test class's tests (restored after each). The CUDA deformable
+    convs run their float32 products as cuDNN convolutions on both paths (the column path's 1x1
+    convs of the column matrices, the sampled path's stride-3 conv), which use TF32 by default as
+    any conv: off here, so that the float32 comparisons keep their tolerances."""
 
     def setUp(self):
         super().setUp()
-        self._previous_path = os.environ.get("VFNET_CUDA_DEFORM_CONV")
-        os.environ["VFNET_CUDA_DEFORM_CONV"] = "sampled"
         self._previous_tf32 = torch.backends.cudnn.allow_tf32
         torch.backends.cudnn.allow_tf32 = False
 
     def tearDown(self):
         torch.backends.cudnn.allow_tf32 = self._previous_tf32
+        super().tearDown()
+
+
+class SampledImagePathMixin(ExactFloat32ConvsMixin):
+    """Runs a CUDA test class's tests with VFNET_CUDA_DEFORM_CONV=sampled: the deformable convs as
+    a stride-3 cuDNN conv of the sampled image (csrc/cuda/sampled_conv.cuh) instead of the column
+    GEMMs (cuDNN's TF32 off, :class:`ExactFloat32ConvsMixin`)."""
+
+    def setUp(self):
+        super().setUp()
+        self._previous_path = os.environ.get("VFNET_CUDA_DEFORM_CONV")
+        os.environ["VFNET_CUDA_DEFORM_CONV"] = "sampled"
+
+    def tearDown(self):
         if self._previous_path is None:
             os.environ.pop("VFNET_CUDA_DEFORM_CONV", None)
         else:

@@ -3,7 +3,7 @@
 Benchmark VFNet's fused ops against the path a user would otherwise take.
 
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
-                                  [--ops star_conv,dcn,vfl] [--tf32] [--profile N]
+                                  [--ops star_conv,dcn,vfl] [--tf32 [default|all|none]] [--profile N]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
@@ -442,6 +442,22 @@ def print_table(results, device):
         print(f"target {'met   ' if ok else 'MISSED'}  {name}")
 
 
+#: --tf32: torch's defaults, TF32 for matmuls too, or no TF32.
+TF32_MODES = ("default", "all", "none")
+
+
+def set_tf32(mode):
+    """torch.backends' TF32 flags for a --tf32 mode: "default" leaves torch's (cuDNN on, matmul
+    off), "all" turns matmuls' on too, "none" turns both off."""
+    if mode not in TF32_MODES:
+        raise ValueError(f"tf32 mode must be one of {TF32_MODES}, got {mode!r}")
+    if mode == "all":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    elif mode == "none":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -458,9 +474,13 @@ def main(argv=None):
     )
     parser.add_argument(
         "--tf32",
-        action="store_true",
-        help="CUDA: let float32 matmuls use TF32 (torch.backends.cuda.matmul.allow_tf32; off by default "
-        "in torch, while cuDNN's conv2d, the yardstick, uses TF32 by default)",
+        nargs="?",
+        const="all",
+        default="default",
+        choices=TF32_MODES,
+        help="CUDA float32: 'default' torch's settings (cuDNN's convs, the yardstick's and the deformable "
+        "convs' products, in TF32; matmuls in float32), 'all' (the option alone) matmuls in TF32 too, "
+        "'none' no TF32 anywhere",
     )
     parser.add_argument(
         "--no-first-call", action="store_true", help="skip timing the compiled loss's first call (compilation)"
@@ -488,8 +508,7 @@ def main(argv=None):
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    set_tf32(args.tf32)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no GPU is available")
     if not use_fused_kernels(torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")):

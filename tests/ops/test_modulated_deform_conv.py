@@ -14,7 +14,7 @@ from vfnet.layers import ModulatedDeformConv2d
 from vfnet.ops import HAS_C_EXTENSION, modulated_deform_conv, modulated_deform_conv_reference
 # num_threads(1) in the float64 tests: MKL's float64 GEMMs of small shapes can take milliseconds each
 # with two threads on a busy machine.
-from vfnet_test_utils import SampledImagePathMixin, num_threads
+from vfnet_test_utils import ExactFloat32ConvsMixin, SampledImagePathMixin, num_threads
 
 CUDA = torch.cuda.is_available() and HAS_C_EXTENSION
 needs_ext = unittest.skipUnless(HAS_C_EXTENSION, "vfnet._C is not built")
@@ -467,7 +467,7 @@ class ModulatedDeformConv2dFusedTest(unittest.TestCase):
 
 
 @needs_cuda
-class ModulatedDeformConvCUDATest(unittest.TestCase):
+class ModulatedDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
     def test_matches_cpu(self):
         for i, shape in enumerate(SHAPES):
             with self.subTest(shape=shape):
@@ -492,6 +492,27 @@ class ModulatedDeformConvCUDATest(unittest.TestCase):
             rtol=1e-4,
             atol=1e-4,
         )
+
+    def test_follows_cudnn_tf32_setting(self):
+        # float32 products as cuDNN convolutions on both paths: TF32 where
+        # torch.backends.cudnn.allow_tf32 (torch's default), exact where not.
+        shape = (2, 64, 32, 30, 41, 2, 1, 1, 2)
+        inputs = [t.requires_grad_() for t in make_inputs(*shape[:5], **geometry(shape), seed=46, device="cuda")]
+        ref = call(modulated_deform_conv_reference, shape, *inputs)
+        grad_out = torch.randn_like(ref)
+        ref_grad_weight = torch.autograd.grad(ref, inputs[3], grad_out)[0]
+        for tf32 in (False, True):
+            with self.subTest(tf32=tf32):
+                torch.backends.cudnn.allow_tf32 = tf32
+                out = call(modulated_deform_conv, shape, *inputs)
+                grad_weight = torch.autograd.grad(out, inputs[3], grad_out)[0]
+                for a, b in ((out, ref), (grad_weight, ref_grad_weight)):
+                    scale = b.abs().max().item()
+                    if tf32:
+                        torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * scale)
+                        self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
+                    else:
+                        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
 
     def check_against_torchvision(self, shape, seed, tol, grad_atol):
         """Output within `tol` and gradients within rtol 1e-3, atol grad_atol(reference gradient)

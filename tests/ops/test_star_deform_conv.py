@@ -13,7 +13,7 @@ import unittest
 import torch
 
 from vfnet.ops import HAS_C_EXTENSION, star_deform_conv, star_deform_conv_reference
-from vfnet_test_utils import SampledImagePathMixin, num_threads
+from vfnet_test_utils import ExactFloat32ConvsMixin, SampledImagePathMixin, num_threads
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -454,7 +454,8 @@ class ChunkPlanMixin:
     chunk when their positions fit; the forward's ``aten::mm`` calls (one per chunk) show it."""
 
     device = "cpu"
-    split_op = "aten::convolution"
+    # The op of one band (CPU) or chunk (CUDA) in the forward, per dtype.
+    SPLIT_OPS = {torch.float32: "aten::convolution", torch.float64: "aten::convolution"}
     # (N, C, O, H, W). CPU: 9 * 32 * 128 * 128 * 4 bytes = 18 MiB of S per image in float32,
     # 36 MiB in float64: 2 and 3 bands.
     SPLIT = (1, 32, 4, 128, 128)
@@ -493,13 +494,15 @@ class ChunkPlanMixin:
         n = self.SPLIT[0]
         for dtype in (torch.float32, torch.float64):
             x, ltrb, weight, bias = self.inputs(self.SPLIT, dtype, seed=0)
-            self.assertGreaterEqual(count_calls(self.split_op, star_deform_conv, x, ltrb, weight, bias), 2 * n, dtype)
+            calls = count_calls(self.SPLIT_OPS[dtype], star_deform_conv, x, ltrb, weight, bias)
+            self.assertGreaterEqual(calls, 2 * n, dtype)
         self.check_float32_against_torchvision(self.SPLIT, seed=1)
         self.check_gradcheck(self.SPLIT, seed=2)
 
     def test_several_images_per_chunk(self):
         x, ltrb, weight, bias = self.inputs(self.GROUPED, torch.float64, seed=3)
-        self.assertEqual(count_calls(self.split_op, star_deform_conv, x, ltrb, weight, bias), self.GROUPED_CALLS)
+        calls = count_calls(self.SPLIT_OPS[torch.float64], star_deform_conv, x, ltrb, weight, bias)
+        self.assertEqual(calls, self.GROUPED_CALLS)
         self.check_float32_against_torchvision(self.GROUPED, seed=4)
         self.check_gradcheck(self.GROUPED, seed=5)
 
@@ -555,9 +558,10 @@ class StarDeformConvChunkPlanCPUTest(ChunkPlanMixin, unittest.TestCase):
 
 
 @needs_cuda
-class StarDeformConvChunkPlanCUDATest(ChunkPlanMixin, unittest.TestCase):
+class StarDeformConvChunkPlanCUDATest(ExactFloat32ConvsMixin, ChunkPlanMixin, unittest.TestCase):
     device = "cuda"
-    split_op = "aten::mm"
+    # The column GEMMs: cuDNN 1x1 convolutions in float32, at::mm in other dtypes.
+    SPLIT_OPS = {torch.float32: "aten::convolution", torch.float64: "aten::mm"}
     GROUPED_CALLS = 2
     # 128 * 9 * 130 * 130 * 4 bytes = 74 MiB per image in float32, 149 MiB in float64.
     SPLIT = (2, 128, 4, 130, 130)
@@ -569,7 +573,7 @@ class StarDeformConvChunkPlanCUDATest(ChunkPlanMixin, unittest.TestCase):
 
 
 @needs_cuda
-class StarDeformConvCUDATest(unittest.TestCase):
+class StarDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
     def test_matches_cpu(self):
         for i, shape in enumerate(SHAPES):
             with self.subTest(shape=shape):
@@ -623,10 +627,45 @@ class StarDeformConvCUDATest(unittest.TestCase):
             torch.ops.vfnet.star_deform_conv_backward.default, (torch.randn(2, 4, 5, 6, device="cuda"), x, ltrb, weight)
         )
 
+    def test_follows_cudnn_tf32_setting(self):
+        # Both paths run their float32 products as cuDNN convolutions: TF32 where
+        # torch.backends.cudnn.allow_tf32 (torch's default), exact float32 products where not.
+        inputs = [t.requires_grad_() for t in make_inputs(2, 64, 32, 30, 41, seed=52, device="cuda")]
+        grad_out = torch.randn(2, 32, 30, 41, device="cuda")
+        ref = star_deform_conv_reference(*inputs)
+        ref_grads = torch.autograd.grad(ref, inputs, grad_out)
+        for tf32 in (False, True):
+            torch.backends.cudnn.allow_tf32 = tf32
+            out = star_deform_conv(*inputs)
+            grads = torch.autograd.grad(out, inputs, grad_out)
+            for name, a, b in zip("out x ltrb weight bias".split(), (out,) + grads, (ref,) + ref_grads):
+                with self.subTest(tf32=tf32, tensor=name):
+                    scale = b.abs().max().item()
+                    if tf32 and name != "bias":  # bias's gradient is a sum of grad_out: no product
+                        torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * scale)
+                        self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
+                    else:
+                        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
+
     def test_device_mismatch(self):
         x, ltrb, weight, bias = make_inputs(1, 2, 2, 3, 3)
         with self.assertRaisesRegex(RuntimeError, "same device"):
             torch.ops.vfnet.star_deform_conv(x.cuda(), ltrb, weight.cuda(), bias.cuda())
+
+
+@needs_cuda
+class StarDeformConvColumnProductsCUDATest(unittest.TestCase):
+    def test_products_per_dtype(self):
+        # The column path's GEMMs: cuDNN 1x1 convolutions of the column matrices in float32 (one
+        # forward, one backward per chunk and weight group), at::mm in other dtypes.
+        x, ltrb, weight, bias = make_inputs(2, 8, 4, 6, 7, seed=53, device="cuda")
+        for dtype, convs in ((torch.float32, 1), (torch.float64, 0), (torch.float16, 0)):
+            with self.subTest(dtype=dtype):
+                args = [t.to(dtype).requires_grad_() for t in (x, weight, bias)]
+                inputs = (args[0], ltrb, args[1], args[2])
+                self.assertEqual(count_calls("aten::convolution", star_deform_conv, *inputs), convs)
+                self.assertEqual(count_calls("aten::mm", star_deform_conv, *inputs), 1 - convs)
+                self.assertEqual(count_calls("aten::convolution_backward", forward_and_backward, *inputs), convs)
 
 
 @needs_cuda
@@ -639,16 +678,6 @@ class StarDeformConvSampledImageCUDATest(SampledImagePathMixin, StarDeformConvCU
         os.environ["VFNET_CUDA_DEFORM_CONV"] = "bogus"
         with self.assertRaisesRegex(RuntimeError, "VFNET_CUDA_DEFORM_CONV must be 'columns' or 'sampled'"):
             star_deform_conv(x, ltrb, weight, bias)
-
-    def test_follows_cudnn_tf32_setting(self):
-        x, ltrb, weight, bias = make_inputs(2, 64, 32, 30, 41, seed=52, device="cuda")
-        exact = star_deform_conv(x, ltrb, weight, bias)
-        torch.backends.cudnn.allow_tf32 = True
-        tf32 = star_deform_conv(x, ltrb, weight, bias)
-        ref = star_deform_conv_reference(x, ltrb, weight, bias)
-        scale = ref.abs().max().item()
-        torch.testing.assert_close(exact, ref, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(tf32, ref, rtol=0, atol=1e-2 * scale)
 
     def test_several_chunks_of_whole_images(self):
         # 64 * 9 * 400 * 400 * 4 bytes = 369 MB of sampled image per image: one image per chunk

@@ -92,3 +92,31 @@ def test_bad_arguments(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--profile", "-1"])
     assert "--profile: expected a number of ops >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.fixture
+def torch_tf32_defaults():
+    """torch's TF32 flags at their defaults (matmul off, cuDNN on) for the test, then as before."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_tf32_modes(bench, torch_tf32_defaults):
+    # Each mode sets both of torch's flags.
+    expected = {"default": (False, True), "all": (True, True), "none": (False, False)}
+    assert tuple(expected) == bench.TF32_MODES
+    for mode, flags in expected.items():
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        bench.set_tf32(mode)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags, mode
+    with pytest.raises(ValueError, match="tf32 mode must be one of"):
+        bench.set_tf32("some")
+
+
+def test_tf32_option_in_the_json_line(bench, monkeypatch, capsys, torch_tf32_defaults):
+    info, _ = run_tiny(bench, monkeypatch, capsys, "--tf32", "none")
+    assert (info["matmul_tf32"], info["cudnn_tf32"]) == (False, False)
+    info, _ = run_tiny(bench, monkeypatch, capsys, "--tf32")
+    assert (info["matmul_tf32"], info["cudnn_tf32"]) == (True, False)

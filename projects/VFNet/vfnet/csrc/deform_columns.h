@@ -230,6 +230,40 @@ inline at::Tensor chunk_matrix(
       .narrow(1, v0, pc);
 }
 
+// The (rows, pc) view of out (N, O, Ho, Wo), contiguous, at rows [row0, row0 + rows) and the
+// chunk's positions [v0, v0 + pc) of image n0.
+inline at::Tensor chunk_rows_of_image(
+    const at::Tensor& out,
+    int64_t row0,
+    int64_t rows,
+    int64_t n0,
+    int64_t v0,
+    int64_t pc) {
+  const int64_t out_channels = out.size(1), positions = out.size(2) * out.size(3);
+  return out.select(0, n0).view({out_channels, positions}).narrow(0, row0, rows).narrow(1, v0, pc);
+}
+
+// out[:, rows [row0, row0 + res.size(0)), positions of the chunk] = res, the (rows, pc) product of
+// one chunk (the positions of images n0 .. n0 + n_seg - 1 from v0 on); out (N, O, Ho, Wo) contiguous.
+inline void chunk_store(
+    at::Tensor& out,
+    const at::Tensor& res,
+    int64_t row0,
+    int64_t n0,
+    int64_t n_seg,
+    int64_t v0,
+    int64_t pc) {
+  const int64_t rows = res.size(0);
+  if (n_seg == 1) {
+    chunk_rows_of_image(out, row0, rows, n0, v0, pc).copy_(res);
+    return;
+  }
+  // One chunk holds the whole segment (v0 == 0, pc == n_seg * Ho * Wo).
+  const int64_t out_channels = out.size(1), positions = out.size(2) * out.size(3);
+  out.narrow(0, n0, n_seg).view({n_seg, out_channels, positions}).narrow(1, row0, rows).copy_(
+      res.view({rows, n_seg, positions}).permute({1, 0, 2}));
+}
+
 // out[:, rows [row0, row0 + weight.size(0)), positions of the chunk] = weight @ cols: one weight
 // group's GEMM, with weight (O / groups, K) and cols (K, pc), K = C / groups * 9; out
 // (N, O, Ho, Wo) contiguous.
@@ -242,18 +276,12 @@ inline void chunk_gemm_out(
     int64_t n_seg,
     int64_t v0,
     int64_t pc) {
-  const int64_t out_channels = out.size(1), positions = out.size(2) * out.size(3);
-  const int64_t og = weight.size(0);
   if (n_seg == 1) {
-    at::Tensor dst =
-        out.select(0, n0).view({out_channels, positions}).narrow(0, row0, og).narrow(1, v0, pc);
+    at::Tensor dst = chunk_rows_of_image(out, row0, weight.size(0), n0, v0, pc);
     at::mm_out(dst, weight, cols);
     return;
   }
-  // One chunk holds the whole segment (v0 == 0, pc == n_seg * Ho * Wo).
-  const at::Tensor res = at::mm(weight, cols);
-  out.narrow(0, n0, n_seg).view({n_seg, out_channels, positions}).narrow(1, row0, og).copy_(
-      res.view({og, n_seg, positions}).permute({1, 0, 2}));
+  chunk_store(out, at::mm(weight, cols), row0, n0, n_seg, v0, pc);
 }
 
 } // namespace vfnet

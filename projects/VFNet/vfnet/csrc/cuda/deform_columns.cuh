@@ -4,13 +4,17 @@
 // Same scheme as cpu/deform_columns.h: the output positions of the batch are cut into chunks
 // (make_column_plan, with a larger column budget than on the CPU); per chunk and weight group a
 // kernel samples the (C / groups * 9, chunk) column matrix of the group's channels straight from
-// the sampler and one GEMM (cuBLAS, through at::mm) multiplies it by the group's rows of
-// weight.view(O, C / groups * 9). The backward recomputes the columns, gets grad_columns =
-// weight^T @ grad_out with a GEMM per group, scatters them (times the mask) into grad_x with
+// the sampler and one GEMM multiplies it by the group's rows of weight.view(O, C / groups * 9).
+// The backward recomputes the columns, gets grad_columns = weight^T @ grad_out with a GEMM per
+// group, scatters them (times the mask) into grad_x with
 // atomics (as torchvision's CUDA kernel: the order of the additions varies from run to run, so
 // the entry points report the backward to torch.use_deterministic_algorithms), adds the gradients
 // of each tap's position (and mask) over the group's channels with one thread per (tap,
-// position), and once all groups are done hands them to the sampler with one thread per position. float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
+// position), and once all groups are done hands them to the sampler with one thread per position.
+// The GEMMs of float32 are cuDNN's 1x1 convolutions of the column matrices (conv1x1_product), so
+// that they follow torch.backends.cudnn.allow_tf32 (TF32 by default) as every conv of a model
+// does; through at::mm they would follow the matmul flag (off by default) instead. Other dtypes
+// use at::mm (cuBLAS). float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
 // sampling, grad_x, the position gradients and grad_weight in float32 (each chunk's grad_weight
 // GEMM writes float32, summed over the chunks in float32 and rounded once at the end).
 //
@@ -26,6 +30,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+#include <tuple>
 
 #include "../deform_columns.h"
 
@@ -46,6 +52,40 @@ inline int64_t num_blocks(int64_t total) {
 
 inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Whether the column GEMMs of dtype t are cuDNN 1x1 convolutions (float32) or at::mm.
+inline bool products_as_convolutions(at::ScalarType t) {
+  return t == at::kFloat;
+}
+
+// (K, P) matrix as the (1, K, 1, P) input of a 1x1 convolution; (M, K) as its (M, K, 1, 1) weight.
+inline at::Tensor as_conv_input(const at::Tensor& m) {
+  return m.view({1, m.size(0), 1, m.size(1)});
+}
+inline at::Tensor as_conv_weight(const at::Tensor& m) {
+  return m.view({m.size(0), m.size(1), 1, 1});
+}
+
+// weight (M, K) @ cols (K, P) as a 1x1 convolution (cuDNN on a GPU, TF32 as
+// torch.backends.cudnn.allow_tf32 says): (M, P), contiguous.
+inline at::Tensor conv1x1_product(const at::Tensor& weight, const at::Tensor& cols) {
+  return at::convolution(
+             as_conv_input(cols), as_conv_weight(weight), std::nullopt, {1, 1}, {0, 0}, {1, 1}, false, {0, 0}, 1)
+      .view({weight.size(0), cols.size(1)});
+}
+
+// The two gradients of out = conv1x1_product(weight, cols) for grad (M, P) = d out, from one
+// convolution_backward: weight^T @ grad (K, P) and grad @ cols^T (M, K), both contiguous.
+inline std::tuple<at::Tensor, at::Tensor> conv1x1_product_backward(
+    const at::Tensor& grad,
+    const at::Tensor& cols,
+    const at::Tensor& weight) {
+  const auto grads = at::convolution_backward(
+      as_conv_input(grad), as_conv_input(cols), as_conv_weight(weight), std::nullopt, {1, 1}, {0, 0}, {1, 1},
+      false, {0, 0}, 1, {true, true, false});
+  return {std::get<0>(grads).view({cols.size(0), cols.size(1)}),
+          std::get<1>(grads).view({weight.size(0), weight.size(1)})};
 }
 
 // The zero accumulator of grad_x that col2im_kernel adds into with atomics: x's shape, in
@@ -352,6 +392,7 @@ void forward_impl(
   const ColumnPlan plan = make_column_plan(
       n_img, geo.positions, rows, x.element_size(), kColumnBytes, kMinChunk, kMaxChunk);
   at::Tensor columns = at::empty({rows * plan.max_pc}, x.options());
+  const bool as_convolutions = products_as_convolutions(x.scalar_type());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool, bool) {
     const at::Tensor cols = columns.narrow(0, 0, rows * pc).view({rows, pc});
@@ -361,7 +402,12 @@ void forward_impl(
           x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in, sampler, geo, n0, v0, pc,
           columns.mutable_data_ptr<scalar_t>(), ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      chunk_gemm_out(out, weight2d.narrow(0, grp * og, og), cols, grp * og, n0, n_seg, v0, pc);
+      const at::Tensor w_grp = weight2d.narrow(0, grp * og, og);
+      if (as_convolutions) {
+        chunk_store(out, conv1x1_product(w_grp, cols), grp * og, n0, n_seg, v0, pc);
+      } else {
+        chunk_gemm_out(out, w_grp, cols, grp * og, n0, n_seg, v0, pc);
+      }
     }
   });
 }
@@ -389,28 +435,38 @@ void backward_impl(
   const ColumnPlan plan = make_column_plan(
       n_img, geo.positions, rows, x.element_size(), kColumnBytes, kMinChunk, kMaxChunk);
   at::Tensor columns = at::empty({rows * plan.max_pc}, x.options());
-  at::Tensor grad_columns = at::empty({rows * plan.max_pc}, x.options());
+  const bool as_convolutions = products_as_convolutions(x.scalar_type());
+  // With convolutions, each group's grad_columns come from convolution_backward.
+  at::Tensor grad_columns = as_convolutions ? at::Tensor() : at::empty({rows * plan.max_pc}, x.options());
   at::Tensor grad_pos = at::empty({3 * kTaps * plan.max_pc}, grad_weight2d.options());
   const bool same_type = x.scalar_type() == grad_weight2d.scalar_type();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   for_each_column_chunk(n_img, geo.positions, plan, [&](int64_t n0, int64_t n_seg, int64_t v0, int64_t pc, bool, bool) {
     const scalar_t* x_seg = x.const_data_ptr<scalar_t>() + n0 * geo.channels * hw_in;
     const at::Tensor g = chunk_matrix(grad_out, n0, n_seg, v0, pc);
-    at::Tensor gcols = grad_columns.narrow(0, 0, rows * pc).view({rows, pc});
     const at::Tensor cols = columns.narrow(0, 0, rows * pc).view({rows, pc});
     grad_pos.narrow(0, 0, 3 * kTaps * pc).zero_();
     for (int64_t grp = 0; grp < groups; ++grp) {
       geo.c_first = grp * geo.group_channels;
       const at::Tensor g_grp = g.narrow(0, grp * og, og);
-      at::mm_out(gcols, weight2d.narrow(0, grp * og, og).t(), g_grp);
+      const at::Tensor w_grp = weight2d.narrow(0, grp * og, og);
       im2col_kernel<scalar_t, acc_t, Sampler><<<num_blocks(geo.group_channels * pc), kThreads, 0, stream>>>(
           x_seg, sampler, geo, n0, v0, pc, columns.mutable_data_ptr<scalar_t>(), ColumnMatrix{pc});
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       at::Tensor gw_grp = grad_weight2d.narrow(0, grp * og, og);
-      if (same_type) {
-        gw_grp.addmm_(g_grp, cols.t());
+      at::Tensor gcols;
+      if (as_convolutions) {
+        at::Tensor gw_chunk;
+        std::tie(gcols, gw_chunk) = conv1x1_product_backward(g_grp, cols, w_grp);
+        gw_grp.add_(gw_chunk);
       } else {
-        gw_grp.add_(at::mm(g_grp, cols.t(), grad_weight2d.scalar_type()));
+        gcols = grad_columns.narrow(0, 0, rows * pc).view({rows, pc});
+        at::mm_out(gcols, w_grp.t(), g_grp);
+        if (same_type) {
+          gw_grp.addmm_(g_grp, cols.t());
+        } else {
+          gw_grp.add_(at::mm(g_grp, cols.t(), grad_weight2d.scalar_type()));
+        }
       }
       launch_col2im<scalar_t, acc_t>(
           gcols.const_data_ptr<scalar_t>(), sampler, geo, n0, v0, pc,
