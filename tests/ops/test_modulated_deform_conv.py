@@ -468,6 +468,11 @@ class ModulatedDeformConv2dFusedTest(unittest.TestCase):
 
 @needs_cuda
 class ModulatedDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
+    # Whether TF32 must change the float32 results: the column path's 1x1 convs of the column
+    # matrices took TF32 kernels on an H100; cuDNN may choose kernels without TF32 (allow_tf32
+    # allows, it does not force), as it did there for the sampled path's stride-3 convs.
+    TF32_SEEN_IN_RESULTS = True
+
     def test_matches_cpu(self):
         for i, shape in enumerate(SHAPES):
             with self.subTest(shape=shape):
@@ -510,7 +515,8 @@ class ModulatedDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
                     scale = b.abs().max().item()
                     if tf32:
                         torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * scale)
-                        self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
+                        if self.TF32_SEEN_IN_RESULTS:
+                            self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
                     else:
                         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
 
@@ -584,6 +590,8 @@ class ModulatedDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
 @needs_cuda
 class ModulatedDeformConvSampledImageCUDATest(SampledImagePathMixin, ModulatedDeformConvCUDATest):
     """Every CUDA test above again on the sampled-image path (strides, dilation, weight groups)."""
+
+    TF32_SEEN_IN_RESULTS = False  # some of cuDNN's stride-3 kernels here take no TF32
 
     def test_path_is_a_strided_grouped_convolution(self):
         shape = (2, 8, 6, 9, 11, 2, 1, 1, 2)  # stride 2, two weight groups

@@ -574,6 +574,11 @@ class StarDeformConvChunkPlanCUDATest(ExactFloat32ConvsMixin, ChunkPlanMixin, un
 
 @needs_cuda
 class StarDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
+    # Whether TF32 must change the float32 results: the column path's 1x1 convs of the column
+    # matrices took TF32 kernels on an H100; cuDNN may choose kernels without TF32 (allow_tf32
+    # allows, it does not force), as it did there for the sampled path's stride-3 convs.
+    TF32_SEEN_IN_RESULTS = True
+
     def test_matches_cpu(self):
         for i, shape in enumerate(SHAPES):
             with self.subTest(shape=shape):
@@ -643,7 +648,8 @@ class StarDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
                     scale = b.abs().max().item()
                     if tf32 and name != "bias":  # bias's gradient is a sum of grad_out: no product
                         torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * scale)
-                        self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
+                        if self.TF32_SEEN_IN_RESULTS:
+                            self.assertGreater((a - b).abs().max().item(), 1e-5 * scale)
                     else:
                         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(scale, 1.0))
 
@@ -670,6 +676,8 @@ class StarDeformConvColumnProductsCUDATest(unittest.TestCase):
 
 @needs_cuda
 class StarDeformConvSampledImageCUDATest(SampledImagePathMixin, StarDeformConvCUDATest):
+    TF32_SEEN_IN_RESULTS = False  # some of cuDNN's stride-3 kernels here take no TF32
+
     def test_path_is_a_strided_convolution(self):
         x, ltrb, weight, bias = make_inputs(2, 8, 4, 6, 7, seed=50, device="cuda")
         self.assertEqual(count_calls("aten::mm", forward_and_backward, x, ltrb, weight, bias), 0)
