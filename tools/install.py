@@ -18,7 +18,8 @@
   4. this project, editable (`pip install --no-build-isolation -e .`), which builds `vfnet._C`:
      CPU kernels always, CUDA kernels too when a CUDA toolkit is found (WITH_CUDA=auto|1|0);
      rebuilt only when setup.py, the C++/CUDA sources, torch or the build options changed;
-  5. a check that torch, detectron2 and vfnet._C load and that its ops give hand-computed values
+  5. a check that torch, detectron2 and vfnet._C load, that its ops give hand-computed values
+     and that one given a bad input raises its error (in a child process: a crash is reported)
      (on the CPU, and on the GPU when one is visible), then a summary, also written to
      VENV/vfnet-install.txt (it records which detectron2 path was taken, and the CUDA
      architectures vfnet._C was compiled for and the GPUs they run on).
@@ -560,7 +561,8 @@ def main(argv=None):
              "TORCH_CUDA_ARCH_LIST unset, or including this GPU (README.md)")
     checked = f"the CPU and the {vf['gpu']}" if vf.get("gpu") and not vf.get("cuda_error") else "the CPU"
     info("torch, torchvision, detectron2 and vfnet._C load; vfnet::star_deform_conv and "
-         f"vfnet::varifocal_loss give the expected values on {checked}")
+         f"vfnet::varifocal_loss give the expected values on {checked}, and an op given a bad input "
+         "raises the error that names it")
 
     cuda = "CPU + CUDA kernels" if vf.get("cuda_kernels") else "CPU kernels only"
     gpu_lines = describe_cuda_build(vf, probe.get("torch_cuda"))

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 
 
@@ -90,7 +91,7 @@ def probe_vfnet(root):
         info["cuda_kernels"] = torch._C._dispatch_has_kernel_for_dispatch_key(
             "vfnet::star_deform_conv", "CUDA"
         )
-        error = check_ops(torch, "cpu")
+        error = check_ops(torch, "cpu") or check_bad_input_error(info["extension"])
         info["works"] = error is None
         if error:
             info["error"] = error
@@ -122,6 +123,45 @@ def check_ops(torch, device):
     expected = [36.0, 0.75 * 0.25 * math.log(2), math.log(2)]
     if any(abs(a - b) > 1e-6 for a, b in zip(got, expected)):
         return f"{device}: the ops returned {got}, expected {expected}"
+    return None
+
+
+# Run by check_bad_input_error with the environment's Python and the extension's path.
+BAD_INPUT_CHILD = r"""
+import importlib.util, sys
+import torch
+spec = importlib.util.spec_from_file_location("vfnet._C", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+x = torch.zeros(4, 5)
+try:
+    torch.ops.vfnet.varifocal_loss(x, x[:3], 0.75, 2.0, True, 2)
+except RuntimeError as e:
+    print("expected logits and targets of the same shape, but got [4, 5] and [3, 5]" in str(e))
+"""
+
+
+def check_bad_input_error(extension):
+    """None if an op of the extension at path `extension`, given a bad input, raises the
+    RuntimeError that names the problem; else what happened. In a child process, which a crash
+    cannot take down: a vfnet._C compiled with standard-library headers that do not match the
+    libstdc++ loaded at run time crashes there (a segmentation fault in std::ostream, formatting
+    the message's shapes; seen with a compiler wrapper, /opt/gcc/bin/g++, on a GPU machine)."""
+    out = subprocess.run(
+        [sys.executable, "-c", BAD_INPUT_CHILD, extension],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode < 0:
+        return (
+            f"an op given a bad input crashed the process (signal {-out.returncode}) instead of raising "
+            "an error: vfnet._C was probably compiled with C++ standard-library headers that do not match "
+            "the libstdc++ loaded at run time (seen with a compiler wrapper as CXX); rebuild it with the "
+            'system\'s compiler: `CXX=/usr/bin/g++ CC=/usr/bin/gcc LDSHARED="/usr/bin/gcc -shared" make '
+            "install FORCE=1` (README.md, GPU architectures)"
+        )
+    if out.returncode != 0 or out.stdout.strip() != "True":
+        return f"an op given a bad input did not raise the expected error: {(out.stdout + out.stderr).strip()[-500:]}"
     return None
 
 

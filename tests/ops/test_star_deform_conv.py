@@ -560,8 +560,8 @@ class StarDeformConvChunkPlanCPUTest(ChunkPlanMixin, unittest.TestCase):
 @needs_cuda
 class StarDeformConvChunkPlanCUDATest(ExactFloat32ConvsMixin, ChunkPlanMixin, unittest.TestCase):
     device = "cuda"
-    # The column GEMMs: cuDNN 1x1 convolutions in float32, at::mm in other dtypes.
-    SPLIT_OPS = {torch.float32: "aten::convolution", torch.float64: "aten::mm"}
+    # The column GEMMs with cuDNN's TF32 off (ExactFloat32ConvsMixin): at::mm.
+    SPLIT_OPS = {torch.float32: "aten::mm", torch.float64: "aten::mm"}
     GROUPED_CALLS = 2
     # 128 * 9 * 130 * 130 * 4 bytes = 74 MiB per image in float32, 149 MiB in float64.
     SPLIT = (2, 128, 4, 130, 130)
@@ -570,6 +570,20 @@ class StarDeformConvChunkPlanCUDATest(ExactFloat32ConvsMixin, ChunkPlanMixin, un
     LOW_PRECISION_MAP = (2000, 2000)
     LOW_PRECISION_CALLS = 2  # aten::mm, one per chunk
     LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+
+    def test_several_chunks_per_image_with_tf32(self):
+        # cuDNN's TF32 on: the float32 products are 1x1 convolutions, each chunk's written into
+        # (forward) and read from (backward) its part of one image's rows.
+        torch.backends.cudnn.allow_tf32 = True
+        x, ltrb, weight, bias = [t.requires_grad_() for t in self.inputs(self.SPLIT, torch.float32, seed=6)]
+        self.assertGreaterEqual(count_calls("aten::convolution", star_deform_conv, x, ltrb, weight, bias), 2 * self.SPLIT[0])
+        out = star_deform_conv(x, ltrb, weight, bias)
+        ref = star_deform_conv_reference(x, ltrb, weight, bias)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (x, ltrb, weight, bias), grad_out)
+        grads_ref = torch.autograd.grad(ref, (x, ltrb, weight, bias), grad_out)
+        for name, a, b in zip("out x ltrb weight bias".split(), (out,) + grads, (ref,) + grads_ref):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * b.abs().max().item(), msg=name)
 
 
 @needs_cuda
@@ -662,11 +676,15 @@ class StarDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
 @needs_cuda
 class StarDeformConvColumnProductsCUDATest(unittest.TestCase):
     def test_products_per_dtype(self):
-        # The column path's GEMMs: cuDNN 1x1 convolutions of the column matrices in float32 (one
-        # forward, one backward per chunk and weight group), at::mm in other dtypes.
+        # The column path's GEMMs: cuDNN 1x1 convolutions of the column matrices in float32 while
+        # cuDNN may use TF32 (one forward, one backward per chunk and weight group), else at::mm.
         x, ltrb, weight, bias = make_inputs(2, 8, 4, 6, 7, seed=53, device="cuda")
-        for dtype, convs in ((torch.float32, 1), (torch.float64, 0), (torch.float16, 0)):
-            with self.subTest(dtype=dtype):
+        previous = torch.backends.cudnn.allow_tf32
+        self.addCleanup(setattr, torch.backends.cudnn, "allow_tf32", previous)
+        cases = ((torch.float32, True, 1), (torch.float32, False, 0), (torch.float64, True, 0), (torch.float16, True, 0))
+        for dtype, tf32, convs in cases:
+            with self.subTest(dtype=dtype, tf32=tf32):
+                torch.backends.cudnn.allow_tf32 = tf32
                 args = [t.to(dtype).requires_grad_() for t in (x, weight, bias)]
                 inputs = (args[0], ltrb, args[1], args[2])
                 self.assertEqual(count_calls("aten::convolution", star_deform_conv, *inputs), convs)

@@ -11,10 +11,10 @@
 // the entry points report the backward to torch.use_deterministic_algorithms), adds the gradients
 // of each tap's position (and mask) over the group's channels with one thread per (tap,
 // position), and once all groups are done hands them to the sampler with one thread per position.
-// The GEMMs of float32 are cuDNN's 1x1 convolutions of the column matrices (conv1x1_product), so
-// that they follow torch.backends.cudnn.allow_tf32 (TF32 by default) as every conv of a model
-// does; through at::mm they would follow the matmul flag (off by default) instead. Other dtypes
-// use at::mm (cuBLAS). float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
+// The GEMMs of float32 are cuDNN's 1x1 convolutions of the column matrices (conv1x1_product)
+// while torch.backends.cudnn.allow_tf32 (the default), so that they take TF32 as every conv of a
+// model does; through at::mm they would follow the matmul flag (off by default) instead. With
+// cuDNN's TF32 off, and in other dtypes, they are at::mm (cuBLAS). float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
 // sampling, grad_x, the position gradients and grad_weight in float32 (each chunk's grad_weight
 // GEMM writes float32, summed over the chunks in float32 and rounded once at the end).
 //
@@ -54,9 +54,21 @@ inline at::ScalarType acc_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Whether the column GEMMs of dtype t are cuDNN 1x1 convolutions (float32) or at::mm.
+// Whether the column GEMMs of dtype t are cuDNN 1x1 convolutions: in float32 while cuDNN may use
+// TF32 (torch.backends.cudnn.allow_tf32, the default), so that they take TF32 as the model's convs
+// do. Otherwise at::mm: with TF32 off, cuBLAS's float32 GEMMs were faster than cuDNN's float32 1x1
+// convs (H100, star conv 1x256x100x168 forward+backward 2.49 vs 4.04 ms).
 inline bool products_as_convolutions(at::ScalarType t) {
-  return t == at::kFloat;
+  if (t != at::kFloat) {
+    return false;
+  }
+  try {
+    return at::globalContext().allowTF32CuDNN();
+  } catch (const c10::Error&) {
+    // torch refuses the question without an op when cuDNN's conv and RNN TF32 settings differ;
+    // the convolutions then follow cuDNN's conv setting.
+    return true;
+  }
 }
 
 // (K, P) matrix as the (1, K, 1, P) input of a 1x1 convolution; (M, K) as its (M, K, 1, 1) weight.
