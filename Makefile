@@ -19,12 +19,13 @@ PYTEST_ARGS ?=
 
 VENV_PYTHON := $(VENV)/bin/python
 
-.PHONY: help install test demo clean distclean
+.PHONY: help install test demo gpu-check clean distclean
 
 help:
 	@echo "make install    create $(VENV) and install torch, detectron2 and vfnet (builds vfnet._C)"
 	@echo "make test       run the test suite"
 	@echo "make demo       train VFNet on synthetic shapes on the CPU, evaluate, draw detections"
+	@echo "make gpu-check  on an NVIDIA GPU: the ops' CUDA tests and the GPU benchmarks (tools/gpu_check.sh)"
 	@echo "make clean      remove build products (the extension is rebuilt by the next install)"
 	@echo "make distclean  clean, and remove $(VENV) and .cache"
 
@@ -43,6 +44,12 @@ DEMO_ARGS ?=
 demo:
 	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
 	$(VENV_PYTHON) tools/quickstart.py $(DEMO_ARGS)
+
+# The checks that need a GPU: CUDA tests of the ops, op and model benchmarks (logs in GPU_CHECK_DIR).
+GPU_CHECK_DIR ?= gpu-check
+gpu-check:
+	@test -x "$(VENV_PYTHON)" || { echo "$(VENV_PYTHON) not found: run 'make install' first"; exit 1; }
+	PYTHON="$(VENV_PYTHON)" bash tools/gpu_check.sh "$(GPU_CHECK_DIR)"
 
 clean:
 	rm -rf build projects/VFNet/vfnet/_C.*.so

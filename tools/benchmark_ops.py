@@ -458,7 +458,8 @@ def set_tf32(mode):
         torch.backends.cudnn.allow_tf32 = False
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line's options (argparse exits with a message on a bad one)."""
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
@@ -500,6 +501,11 @@ def main(argv=None):
         parser.error(f"--ops: unknown op(s) {', '.join(unknown)} (choose from star_conv, dcn, vfl)")
     if args.profile < 0:
         parser.error(f"--profile: expected a number of ops >= 0, got {args.profile}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.memory_child is not None:
         memory_child(json.loads(args.memory_child))
         return 0
@@ -510,7 +516,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     set_tf32(args.tf32)
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no GPU is available")
+        sys.exit("benchmark_ops.py: error: --device cuda: no GPU is available")
     if not use_fused_kernels(torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")):
         print(f"warning: vfnet._C has no kernels for {args.device}: 'ours' is the pure-PyTorch fallback",
               file=sys.stderr)
