@@ -6,17 +6,19 @@
 // kernel samples the (C / groups * 9, chunk) column matrix of the group's channels straight from
 // the sampler and one GEMM multiplies it by the group's rows of weight.view(O, C / groups * 9).
 // The backward recomputes the columns, gets grad_columns = weight^T @ grad_out with a GEMM per
-// group, scatters them (times the mask) into grad_x with
-// atomics (as torchvision's CUDA kernel: the order of the additions varies from run to run, so
-// the entry points report the backward to torch.use_deterministic_algorithms), adds the gradients
-// of each tap's position (and mask) over the group's channels with one thread per (tap,
-// position), and once all groups are done hands them to the sampler with one thread per position.
+// group, scatters them (times the mask) into grad_x with atomics (as torchvision's CUDA kernel:
+// the order of the additions varies from run to run, so the entry points report the backward to
+// torch.use_deterministic_algorithms), adds the gradients of each tap's position (and mask) over
+// the group's channels with one thread per (tap, position), and once all groups are done hands
+// them to the sampler with one thread per position.
+//
 // The GEMMs of float32 are cuDNN's 1x1 convolutions of the column matrices (conv1x1_product)
 // while torch.backends.cudnn.allow_tf32 (the default), so that they take TF32 as every conv of a
 // model does; through at::mm they would follow the matmul flag (off by default) instead. With
-// cuDNN's TF32 off, and in other dtypes, they are at::mm (cuBLAS). float16/bfloat16: columns and GEMMs in that dtype (fp32 accumulation in cuBLAS);
-// sampling, grad_x, the position gradients and grad_weight in float32 (each chunk's grad_weight
-// GEMM writes float32, summed over the chunks in float32 and rounded once at the end).
+// cuDNN's TF32 off, and in other dtypes, they are at::mm (cuBLAS). float16/bfloat16: columns and
+// GEMMs in that dtype (fp32 accumulation in cuBLAS); sampling, grad_x, the position gradients
+// and grad_weight in float32 (each chunk's grad_weight GEMM writes float32, summed over the
+// chunks in float32 and rounded once at the end).
 //
 // Only c10/cuda headers (not ATen/cuda/CUDAContext.h, which needs the cuSPARSE/cuBLAS headers
 // that a minimal CUDA toolkit lacks).
