@@ -30,7 +30,10 @@ against Detectron2's own FCOS R-50 in the same run.
 - ``--compile [MODE]``: both models' backbone and head compiled by ``torch.compile`` (VFNet's
   ``compile_mode``, :mod:`vfnet.compiling`; the same call for FCOS). The first call of each mode,
   which compiles, is timed apart (``*_first_call_s``; printed for every run: without
-  ``--compile`` it is the cost of the caches a first call fills).
+  ``--compile`` it is the cost of the caches a first call fills). The detections of the first
+  compiled inference call are checked against the eager model's on the same input
+  (``compiled_vs_eager``: the fraction matched by class at IoU >= 0.98, the largest score
+  difference among them; :func:`match_detections`).
 - ``--breakdown``: per-module inference times (forward hooks: the backbone's bottom-up and FPN,
   each direct child of the head, the head's own code between them, post-processing = the rest).
   ``--profile N``: the N most expensive ops of one inference and one training step
@@ -389,13 +392,31 @@ def profile_ops(fn, device: str, top: int) -> str:
 
 
 def prepare(model: nn.Module, args) -> nn.Module:
+    """The model as timed, but for ``--compile`` (applied after the eager reference detections)."""
     if args.spread_scores >= 0:
         spread_classifier_scores(model, args.spread_scores)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if args.compile:
-        compile_backbone_and_head(model, args.compile)
     return model
+
+
+def match_detections(detections, reference, min_iou: float = 0.98) -> Dict[str, float]:
+    """How far the ``Instances`` ``detections`` agree with ``reference`` (e.g. a compiled model's
+    with the eager model's, which differ by rounding): ``matched``, the fraction of detections with
+    a reference detection of the same class at IoU >= ``min_iou``; ``score_diff``, the largest
+    score difference over the matched (0 if none). 1.0 for two empty sets."""
+    if len(detections) == 0:
+        return {"matched": 1.0 if len(reference) == 0 else 0.0, "score_diff": 0.0}
+    if len(reference) == 0:
+        return {"matched": 0.0, "score_diff": 0.0}
+    from detectron2.structures import pairwise_iou
+
+    iou = pairwise_iou(detections.pred_boxes, reference.pred_boxes)
+    iou = iou * (detections.pred_classes[:, None] == reference.pred_classes[None, :])
+    best, index = iou.max(dim=1)
+    ok = best >= min_iou
+    diffs = (detections.scores[ok] - reference.scores[index[ok]]).abs()
+    return {"matched": ok.float().mean().item(), "score_diff": diffs.max().item() if len(diffs) else 0.0}
 
 
 def main(argv=None) -> int:
@@ -407,6 +428,16 @@ def main(argv=None) -> int:
     if not args.no_fcos:
         models["d2_fcos"] = build_detectron2_fcos(args.device)
     models = {k: prepare(m, args) for k, m in models.items()}
+    eager_detections = {}
+    if args.compile:
+        if "inference" in args.modes:
+            # What the compiled models' first inference call is checked against.
+            eager_inputs = inference_inputs(args.size, args.batch)
+            for name, model in models.items():
+                model.eval()
+                eager_detections[name] = [o["instances"] for o in inference_fn(model, eager_inputs, args.device, args.amp)()]
+        for model in models.values():
+            compile_backbone_and_head(model, args.compile)
 
     # The models' calls alternate (A, B, A, B, ...), so that a drift of the machine's speed
     # (other jobs, frequency, the allocator's state) weighs on both alike.
@@ -429,6 +460,12 @@ def main(argv=None) -> int:
             results[name][f"{mode}_first_call_s"] = time.perf_counter() - start
             if mode == "inference":
                 results[name]["detections_per_image"] = statistics.mean(len(o["instances"]) for o in out)
+                if name in eager_detections:
+                    agreement = [match_detections(o["instances"], e) for o, e in zip(out, eager_detections[name])]
+                    results[name]["compiled_vs_eager"] = {
+                        "matched": min(a["matched"] for a in agreement),
+                        "score_diff": max(a["score_diff"] for a in agreement),
+                    }
         if args.count_calls:
             for name, model in models.items():
                 if mode == "inference":
@@ -473,6 +510,10 @@ def main(argv=None) -> int:
         f"{name} " + " / ".join(f"{res[f'{mode}_first_call_s']:.2f}" for mode in args.modes) for name, res in results.items()
     )
     print(f"first call s ({' / '.join(args.modes)}): {firsts}")
+    if eager_detections:
+        print("compiled vs eager detections (same class, IoU >= 0.98): " + ", ".join(
+            f"{name} {res['compiled_vs_eager']['matched']:.1%} matched, scores within "
+            f"{res['compiled_vs_eager']['score_diff']:.1e}" for name, res in results.items()))
     ratios, pairs = {}, {}
     if "d2_fcos" in results:
         for key in ("inference_s", "train_step_s"):

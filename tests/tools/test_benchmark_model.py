@@ -85,7 +85,11 @@ def test_compile_option_compiles_both_models_and_times_first_calls_apart(bench, 
     assert summary["compile"] == "max-autotune"
     for res in summary["results"].values():
         assert res["inference_first_call_s"] > 0 and res["train_first_call_s"] > 0
-    assert "first call s (inference / train): vfnet " in capsys.readouterr().out
+        # compile is a no-op here: the "compiled" detections are the eager ones
+        assert res["compiled_vs_eager"] == {"matched": 1.0, "score_diff": 0.0}
+    printed = capsys.readouterr().out
+    assert "first call s (inference / train): vfnet " in printed
+    assert "compiled vs eager detections (same class, IoU >= 0.98): vfnet 100.0% matched" in printed
 
 
 def test_fcos_trains_under_bfloat16_autocast(bench):
@@ -149,3 +153,26 @@ def test_count_host_calls_sets_the_nms_apart(bench):
     calls = bench.count_host_calls(fn)
     assert calls["waits_by_kind"] == {"tolist": 1} and calls["ops"] == 0
     assert calls["nms_ops"] > 0
+
+
+def test_match_detections(bench):
+    from detectron2.structures import Boxes, Instances
+
+    def dets(boxes, classes, scores):
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).view(-1, 4))
+        inst.pred_classes = torch.tensor(classes, dtype=torch.int64)
+        inst.scores = torch.tensor(scores)
+        return inst
+
+    reference = dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [1, 2, 3], [0.9, 0.8, 0.7])
+    # The first within IoU 100 / 102.01 = 0.980 (one side 0.1 longer), the second of another class,
+    # the third 1 px off (IoU 90 / 110 = 0.82).
+    detections = dets([[0, 0, 10.1, 10.1], [20, 20, 40, 40], [51, 50, 61, 60]], [1, 1, 3], [0.85, 0.8, 0.7])
+    got = bench.match_detections(detections, reference)
+    assert got["matched"] == pytest.approx(1 / 3) and got["score_diff"] == pytest.approx(0.05)
+    assert bench.match_detections(reference, reference) == {"matched": 1.0, "score_diff": 0.0}
+    empty = dets([], [], [])
+    assert bench.match_detections(empty, empty)["matched"] == 1.0
+    assert bench.match_detections(empty, reference)["matched"] == 0.0
+    assert bench.match_detections(reference, empty)["matched"] == 0.0
