@@ -65,7 +65,7 @@ step model_compiled "$PYTHON" tools/benchmark_model.py --device cuda --size 800x
       environment) cat "$OUTDIR/$name.txt" ;;
       tests) grep -E "^(FAILED|SUBFAILED|ERROR)|passed|failed" "$OUTDIR/$name.txt" | tail -20 ;;
       ops*) grep -E "^(star_conv|dcn) |^target" "$OUTDIR/$name.txt" ;;
-      model*) grep -v "^{" "$OUTDIR/$name.txt" | tail -5 ;;
+      model*) grep -E "^(device|model|vfnet|d2_fcos|first call|compiled vs|VFNet /)" "$OUTDIR/$name.txt" ;;
     esac
   done
   [ ${#failed[@]} -eq 0 ] && echo "all steps passed" || echo "failed steps: ${failed[*]}"
