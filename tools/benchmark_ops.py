@@ -3,7 +3,7 @@
 Benchmark VFNet's fused ops against the path a user would otherwise take.
 
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
-                                  [--ops star_conv,dcn,vfl] [--tf32 [default|all|none]] [--profile N]
+                                  [--ops star_conv,dcn,vfl] [--tf32 [default|all|matmul|none]] [--profile N]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
@@ -442,20 +442,23 @@ def print_table(results, device):
         print(f"target {'met   ' if ok else 'MISSED'}  {name}")
 
 
-#: --tf32: torch's defaults, TF32 for matmuls too, or no TF32.
-TF32_MODES = ("default", "all", "none")
+#: --tf32: torch's defaults, TF32 for matmuls too, matmuls only, or no TF32.
+TF32_MODES = ("default", "all", "matmul", "none")
 
 
 def set_tf32(mode):
     """torch.backends' TF32 flags for a --tf32 mode: "default" leaves torch's (cuDNN on, matmul
-    off), "all" turns matmuls' on too, "none" turns both off."""
+    off), "all" turns matmuls' on too, "matmul" turns cuDNN's off and matmuls' on (the CUDA
+    column path's float32 products then run as cuBLAS TF32 GEMMs instead of cuDNN TF32 convs; the
+    plain conv in float32), "none" turns both off."""
     if mode not in TF32_MODES:
         raise ValueError(f"tf32 mode must be one of {TF32_MODES}, got {mode!r}")
-    if mode == "all":
+    if mode in ("all", "matmul"):
         torch.backends.cuda.matmul.allow_tf32 = True
-    elif mode == "none":
-        torch.backends.cuda.matmul.allow_tf32 = False
+    if mode in ("matmul", "none"):
         torch.backends.cudnn.allow_tf32 = False
+    if mode == "none":
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def parse_args(argv=None):
@@ -481,7 +484,7 @@ def parse_args(argv=None):
         choices=TF32_MODES,
         help="CUDA float32: 'default' torch's settings (cuDNN's convs, the yardstick's and the deformable "
         "convs' products, in TF32; matmuls in float32), 'all' (the option alone) matmuls in TF32 too, "
-        "'none' no TF32 anywhere",
+        "'matmul' matmuls only (the deformable convs' products as cuBLAS TF32 GEMMs), 'none' no TF32",
     )
     parser.add_argument(
         "--no-first-call", action="store_true", help="skip timing the compiled loss's first call (compilation)"

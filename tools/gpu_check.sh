@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU, in one go: the CUDA tests of the ops, the ops' benchmark
-# (torch's TF32 defaults, and no TF32), and the model against Detectron2's FCOS at 800x1333
+# (torch's TF32 defaults; no TF32; TF32 in matmuls only, where the CUDA column path's products are
+# cuBLAS GEMMs instead of cuDNN 1x1 convs), and the model against Detectron2's FCOS at 800x1333
 # (eager, then compiled with CUDA graphs). Each step's output goes to OUTDIR, a summary to stdout
 # and OUTDIR/summary.txt; a failed step does not stop the others, the exit status says if any did.
 #
@@ -53,13 +54,15 @@ assert use_fused_kernels(torch.device('cuda', 0)), 'vfnet._C has no CUDA kernels
 step tests "$PYTHON" -m pytest -q -p no:cacheprovider "${XDIST[@]}" -rf tests/ops -k CUDA
 step ops "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no-first-call --no-memory
 step ops_no_tf32 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv --no-first-call --no-memory --tf32 none
+step ops_cublas_tf32 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no-first-call --no-memory \
+  --tf32 matmul
 step model "$PYTHON" tools/benchmark_model.py --device cuda --size 800x1333 --repeats 20
 step model_compiled "$PYTHON" tools/benchmark_model.py --device cuda --size 800x1333 --repeats 30 --modes inference \
   --compile reduce-overhead
 [ "${DRY_RUN:-0}" = 1 ] && exit 0
 
 {
-  for name in environment tests ops ops_no_tf32 model model_compiled; do
+  for name in environment tests ops ops_no_tf32 ops_cublas_tf32 model model_compiled; do
     echo "== $name"
     case $name in
       environment) cat "$OUTDIR/$name.txt" ;;

@@ -105,7 +105,7 @@ def torch_tf32_defaults():
 
 def test_tf32_modes(bench, torch_tf32_defaults):
     # Each mode sets both of torch's flags.
-    expected = {"default": (False, True), "all": (True, True), "none": (False, False)}
+    expected = {"default": (False, True), "all": (True, True), "matmul": (True, False), "none": (False, False)}
     assert tuple(expected) == bench.TF32_MODES
     for mode, flags in expected.items():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
