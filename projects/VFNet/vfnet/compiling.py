@@ -65,8 +65,9 @@ def compile_backbone_and_head(model: nn.Module, mode: str) -> None:
     new step of torch's CUDA graphs (:func:`begin_cuda_graph_step`, a forward pre-hook of
     ``model``). Without it, in inference torch starts a new step at each call of a compiled
     module, so the head's call would overwrite the backbone's outputs, its own inputs ("accessing
-    tensor output of CUDAGraphs that has been overwritten by a subsequent run"). The outputs of
-    one call are valid until the next call of ``model``.
+    tensor output of CUDAGraphs that has been overwritten by a subsequent run"). The graphs'
+    outputs are overwritten by the next call; the detections a call returns are computed from them
+    outside the graphs and stay as they are.
     """
     model.backbone.compile(mode=mode)
     model.head.compile(mode=mode)
