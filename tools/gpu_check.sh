@@ -51,6 +51,11 @@ print('GPU', torch.cuda.get_device_name(), 'capability', torch.cuda.get_device_c
 print('vfnet._C CUDA kernels for this GPU:', use_fused_kernels(torch.device('cuda', 0)))
 assert use_fused_kernels(torch.device('cuda', 0)), 'vfnet._C has no CUDA kernels for this GPU: make install'
 "
+if [ "${DRY_RUN:-0}" != 1 ] && [ ${#failed[@]} -gt 0 ]; then
+  echo "[gpu-check] no usable GPU or vfnet._C without CUDA kernels for it; nothing else is run:"
+  tail -3 "$OUTDIR/environment.txt"
+  exit 1
+fi
 step tests "$PYTHON" -m pytest -q -p no:cacheprovider "${XDIST[@]}" -rf tests/ops -k CUDA
 step ops "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no-first-call --no-memory
 step ops_no_tf32 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv --no-first-call --no-memory --tf32 none
@@ -70,6 +75,10 @@ step model_compiled "$PYTHON" tools/benchmark_model.py --device cuda --size 800x
       ops*) grep -E "^(star_conv|dcn) |^target" "$OUTDIR/$name.txt" ;;
       model*) grep -E "^(device|model|vfnet|d2_fcos|first call|compiled vs|VFNet /)" "$OUTDIR/$name.txt" ;;
     esac
+  done
+  for name in "${failed[@]}"; do
+    echo "== $name failed; the end of $OUTDIR/$name.txt:"
+    tail -3 "$OUTDIR/$name.txt"
   done
   [ ${#failed[@]} -eq 0 ] && echo "all steps passed" || echo "failed steps: ${failed[*]}"
 } | tee "$OUTDIR/summary.txt"

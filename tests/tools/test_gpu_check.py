@@ -2,6 +2,7 @@
 import os
 import shlex
 import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -48,3 +49,12 @@ def test_a_bad_option_is_refused_by_the_tools():
         load_tool("benchmark_ops").parse_args(["--device", "cuda", "--tf32", "some"])
     with pytest.raises(SystemExit):
         load_tool("benchmark_model").parse_args(["--compile", "fastest"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_without_a_gpu_it_stops_after_the_environment_step(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable)
+    out = subprocess.run(["bash", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "nothing else is run" in out.stdout
+    assert sorted(os.listdir(tmp_path)) == ["environment.txt"]
