@@ -1,4 +1,4 @@
-"""tools/gpu_check.sh: its steps' commands are valid commands of the tools they run."""
+"""tools/gpu_check.sh: its steps' commands are valid commands of the tools they run; without a GPU it stops early."""
 import os
 import shlex
 import subprocess
