@@ -504,6 +504,8 @@ def parse_args(argv=None):
         parser.error(f"--ops: unknown op(s) {', '.join(unknown)} (choose from star_conv, dcn, vfl)")
     if args.profile < 0:
         parser.error(f"--profile: expected a number of ops >= 0, got {args.profile}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no GPU is available")
     return args
 
 
@@ -518,8 +520,6 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     set_tf32(args.tf32)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("benchmark_ops.py: error: --device cuda: no GPU is available")
     if not use_fused_kernels(torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")):
         print(f"warning: vfnet._C has no kernels for {args.device}: 'ours' is the pure-PyTorch fallback",
               file=sys.stderr)

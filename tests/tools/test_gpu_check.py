@@ -24,7 +24,7 @@ def dry_run_steps(tmp_path):
     return steps
 
 
-@mock.patch.object(torch.cuda, "is_available", return_value=True)  # benchmark_model checks for a GPU
+@mock.patch.object(torch.cuda, "is_available", return_value=True)  # both tools check for a GPU
 def test_steps_and_their_options(_, tmp_path):
     steps = dry_run_steps(tmp_path)
     assert list(steps) == ["environment", "tests", "ops", "ops_no_tf32", "ops_cublas_tf32", "model", "model_compiled"]
