@@ -674,13 +674,11 @@ class StarDeformConvCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
 
 
 @needs_cuda
-class StarDeformConvColumnProductsCUDATest(unittest.TestCase):
+class StarDeformConvColumnProductsCUDATest(ExactFloat32ConvsMixin, unittest.TestCase):
     def test_products_per_dtype(self):
         # The column path's GEMMs: cuDNN 1x1 convolutions of the column matrices in float32 while
         # cuDNN may use TF32 (one forward, one backward per chunk and weight group), else at::mm.
         x, ltrb, weight, bias = make_inputs(2, 8, 4, 6, 7, seed=53, device="cuda")
-        previous = torch.backends.cudnn.allow_tf32
-        self.addCleanup(setattr, torch.backends.cudnn, "allow_tf32", previous)
         cases = ((torch.float32, True, 1), (torch.float32, False, 0), (torch.float64, True, 0), (torch.float16, True, 0))
         for dtype, tf32, convs in cases:
             with self.subTest(dtype=dtype, tf32=tf32):
