@@ -69,6 +69,38 @@ class StarDeformConvCPUTest(unittest.TestCase):
                         self.assertEqual(out.dtype, torch.float32)
                         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
+    def test_bfloat16_samples_and_sums(self):
+        # bfloat16 on the CPU: S is stored in bfloat16 and its 1x1 convolutions run in bfloat16
+        # (float32 sums), as a bfloat16 conv does. Boxes of size 0: every tap samples its own
+        # pixel, so S holds x's values exactly and the output is the conv of x with the taps'
+        # summed weights, rounded once to bfloat16 from a float32 sum.
+        x, _, weight, bias = make_inputs(2, 32, 16, 9, 11, seed=8)
+        x, weight, bias = x.bfloat16(), weight.bfloat16(), bias.bfloat16()
+        ltrb = torch.zeros(2, 4, 9, 11)
+        out = star_deform_conv(x, ltrb, weight, bias)
+        self.assertEqual(out.dtype, torch.bfloat16)
+        ref = torch.nn.functional.conv2d(x.double(), weight.double().sum((2, 3), keepdim=True), bias.double())
+        torch.testing.assert_close(out.double(), ref, rtol=2.0**-8, atol=1e-6 * ref.abs().max().item())
+
+        # Fractional boxes: within bfloat16's rounding of the samples and the output of the
+        # float32 result (which is torchvision's within 1e-5).
+        x32, ltrb, w32, b32 = make_inputs(2, 32, 16, 9, 11, seed=9, reach=3.0)
+        x, weight, bias = x32.bfloat16(), w32.bfloat16(), b32.bfloat16()
+        ref = star_deform_conv(x.float(), ltrb, weight.float(), bias.float())
+        out = star_deform_conv(x, ltrb, weight, bias)
+        torch.testing.assert_close(out.float(), ref, rtol=0, atol=1e-2 * ref.abs().max().item())
+
+        # Every convolution of the forward and backward (S's, its gradient's, the weight's)
+        # takes bfloat16 operands.
+        inputs = [t.requires_grad_() for t in (x, weight)]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+            out = star_deform_conv(inputs[0], ltrb, inputs[1], bias)
+            torch.autograd.grad(out, inputs, torch.ones_like(out))
+        convs = [e for e in prof.events() if e.name in ("aten::convolution", "aten::convolution_backward")]
+        self.assertEqual(len(convs), 1 + 1 + 9)  # one band: S's conv, its gradient, nine taps
+        for e in convs:
+            self.assertEqual(e.input_dtypes[:2], ["c10::BFloat16", "c10::BFloat16"], e.name)
+
     @unittest.skipUnless(torch.backends.mkldnn.is_available(), "this torch is built without oneDNN")
     def test_one_thread_uses_onednn_for_the_samples_conv(self):
         # Single-threaded, ATen runs a 1x1 float convolution with its own im2col + GEMM path
@@ -444,9 +476,9 @@ class ChunkPlanMixin:
     """How the kernels cut the batch, on `device`.
 
     CPU (csrc/cpu/sampled_conv.h): the samples S (9 samples x C channels per position) are
-    built and convolved in bands of output rows of at most 12 MiB of S (in the compute type:
-    float32, float64 for float64), the whole batch in one band when it fits, in the forward and
-    the backward. `SPLIT` is cut into several bands per image, `GROUPED` is one band; the
+    built and convolved in bands of output rows of at most 12 MiB of S (in S's dtype: bfloat16
+    for bfloat16, float64 for float64, else float32), the whole batch in one band when it fits,
+    in the forward and the backward. `SPLIT` is cut into several bands per image, `GROUPED` is one band; the
     forward's ``aten::convolution`` calls show it.
 
     CUDA (make_column_plan in csrc/deform_columns.h): chunks of at most 64 MiB of columns,
@@ -462,10 +494,12 @@ class ChunkPlanMixin:
     # 34 images of 3 x 4 positions: one band (CPU); 2 groups of 17 (CUDA).
     GROUPED = (34, 8, 4, 3, 4)
     GROUPED_CALLS = 1
-    # (H, W) of a 1-channel image whose grad_weight is summed over several parts: on the CPU
-    # 9 * 600 * 600 * 4 bytes = 13 MiB of S, 2 bands (2 convolution_backward calls each).
+    # (H, W) of a 1-channel image whose grad_weight is a sum of 360000 products. On the CPU in
+    # bfloat16 (9 * 600 * 600 * 2 bytes = 6 MiB of S, one band), S's gradient is one
+    # convolution_backward call and the weight's nine, one per tap over the whole image (sums
+    # over bands, as float32 takes them, would round each band's part to bfloat16).
     LOW_PRECISION_MAP = (600, 600)
-    LOW_PRECISION_CALLS = 4
+    LOW_PRECISION_CALLS = 1 + 9
     LOW_PRECISION_DTYPES = (torch.bfloat16,)
 
     def inputs(self, shape, dtype, seed):
@@ -511,7 +545,8 @@ class ChunkPlanMixin:
         # column is 1, so grad_weight[0, 0, i, j] = sum(grad_out) = 1, from +1 on the first half
         # of the rows, -1 on the second, and one 0. The parts' sums (up to +-h * w / 2) are
         # beyond bfloat16 resolution (and, on CUDA, float16's range): rounded per part they would
-        # sum to 0, inf - inf or worse.
+        # sum to 0, inf - inf or worse. (On the CPU in bfloat16 there are no parts: each tap's
+        # weight gradient is one oneDNN sum over the whole image, in float32, rounded once.)
         h, w = self.LOW_PRECISION_MAP
         grad_out = torch.ones(1, 1, h, w, device=self.device)
         grad_out[:, :, h // 2 :] = -1

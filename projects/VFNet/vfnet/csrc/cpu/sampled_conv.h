@@ -30,8 +30,15 @@
 //   - S is rebuilt and the band's weight gradient (convolution_backward again) summed over the
 //     bands in the compute type.
 //
-// Compute type: double for double inputs, float32 otherwise (bfloat16 and float16 inputs are
-// converted on entry and the outputs rounded once at the end).
+// Compute type: double for double inputs, float32 otherwise (float16 inputs are converted on
+// entry and the outputs rounded once at the end). bfloat16 inputs are sampled in float32 and S is
+// stored in bfloat16 (each sample rounded once), so that the 1x1 convolutions run oneDNN's
+// bfloat16 kernels with float32 accumulation, as a bfloat16 conv does (about twice as fast as
+// float32 where the CPU has bfloat16 dot products); the forward's output and grad_S are rounded to
+// bfloat16 once, grad_x and the positions' gradients are summed in float32 (grad_S read back in
+// float32). Their weight gradient is not summed over bands: it is taken tap by tap over the whole
+// batch (tap k's samples of every position, C values each, then one bfloat16 1x1 convolution
+// backward per tap), so each of its elements is one oneDNN sum in float32, rounded once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -40,6 +47,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../deform_columns.h"
@@ -63,6 +71,12 @@ inline at::ScalarType compute_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The dtype of S (and of the 1x1 convolutions, of the forward's output, of grad_S) for an input
+// dtype: bfloat16 for bfloat16, else the compute type.
+inline at::ScalarType sample_dtype(at::ScalarType t) {
+  return t == at::kBFloat16 ? at::kBFloat16 : compute_dtype(t);
+}
+
 // ---------------------------------------------------------------------------------- vector loops
 // One sample of every channel: dst[c] = m * (w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c])
 // (torchvision's order; m == 1 skips the product). Defined in sampled_conv.cpp, where the float
@@ -71,6 +85,9 @@ void blend4(float* dst, const float* v1, const float* v2, const float* v3, const
             float w1, float w2, float w3, float w4, float m, int64_t n);
 void blend4(double* dst, const double* v1, const double* v2, const double* v3, const double* v4,
             double w1, double w2, double w3, double w4, double m, int64_t n);
+// The float sample, rounded to bfloat16 (nearest even).
+void blend4(at::BFloat16* dst, const float* v1, const float* v2, const float* v3, const float* v4,
+            float w1, float w2, float w3, float w4, float m, int64_t n);
 // acc[c] += w * g[c] for the four neighbours (grad_x scatter of one sample).
 void scatter4(float* a1, float* a2, float* a3, float* a4, const float* g, float w1, float w2,
               float w3, float w4, int64_t n);
@@ -88,6 +105,15 @@ void scatter_dot4(float* a1, float* a2, float* a3, float* a4, const float* g, fl
 void scatter_dot4(double* a1, double* a2, double* a3, double* a4, const double* g, double w1,
                   double w2, double w3, double w4, const double* v1, const double* v2,
                   const double* v3, const double* v4, double* d, int64_t n);
+// scatter4, dot4 and scatter_dot4 of a bfloat16 g into float accumulators, against float
+// neighbours (g widened to float exactly).
+void scatter4(float* a1, float* a2, float* a3, float* a4, const at::BFloat16* g, float w1, float w2,
+              float w3, float w4, int64_t n);
+void dot4(const at::BFloat16* g, const float* v1, const float* v2, const float* v3, const float* v4,
+          float* d, int64_t n);
+void scatter_dot4(float* a1, float* a2, float* a3, float* a4, const at::BFloat16* g, float w1,
+                  float w2, float w3, float w4, const float* v1, const float* v2, const float* v3,
+                  const float* v4, float* d, int64_t n);
 
 // ---------------------------------------------------------------------------------- layout
 
@@ -210,10 +236,11 @@ inline BandPosition band_position(const Band& b, int64_t width, int64_t q) {
   return BandPosition{b.n0 + q / per_image, b.y0 * width + q % per_image};
 }
 
-// S of a band, channels-last: the 9 * C samples of its position q at s + q * 9 * C.
-template <typename T, typename Sampler>
+// S of a band, channels-last: the 9 * C samples of its position q at s + q * 9 * C (samples
+// computed in T, stored as ST).
+template <typename T, typename Sampler, typename ST>
 void build_sampled(const Sampler& sampler, const T* pad, int64_t height, int64_t width,
-                   int64_t channels, const Band& band, T* s) {
+                   int64_t channels, const Band& band, ST* s) {
   const int64_t wp_c = (width + 2) * channels; // one padded row
   const int64_t positions = band.count * band.rows * width;
   at::parallel_for(0, positions, grain(kTaps * channels), [&](int64_t q0, int64_t q1) {
@@ -221,10 +248,10 @@ void build_sampled(const Sampler& sampler, const T* pad, int64_t height, int64_t
       const BandPosition bp = band_position(band, width, q);
       const typename Sampler::Point pt = sampler.point(bp.img, bp.p);
       for (int k = 0; k < kTaps; ++k) {
-        T* dst = s + (q * kTaps + k) * channels;
+        ST* dst = s + (q * kTaps + k) * channels;
         const Tap<T> t = make_tap<T>(sampler, pt, k, bp.img, height, width, channels);
         if (!t.s.inside) {
-          std::fill(dst, dst + channels, T(0));
+          std::fill(dst, dst + channels, ST(0));
           continue;
         }
         const T* v1 = pad + t.corner;
@@ -235,48 +262,79 @@ void build_sampled(const Sampler& sampler, const T* pad, int64_t height, int64_t
   });
 }
 
-// out (N, O, H, W) of the compute type T; x (N, C, H, W); weight (O, C, 3, 3) and bias (O,) or
-// undefined, of T.
-template <typename T, typename Sampler>
+// Tap k's samples of every position of the batch, channels-last (N, C, H, W): those of image
+// img's position p at s + (img * H * W + p) * C (computed in T, stored as ST).
+template <typename T, typename Sampler, typename ST>
+void build_tap(const Sampler& sampler, const T* pad, int64_t batch, int64_t height, int64_t width,
+               int64_t channels, int k, ST* s) {
+  const int64_t wp_c = (width + 2) * channels;
+  const int64_t per_image = height * width;
+  at::parallel_for(0, batch * per_image, grain(channels), [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t img = q / per_image;
+      const typename Sampler::Point pt = sampler.point(img, q % per_image);
+      ST* dst = s + q * channels;
+      const Tap<T> t = make_tap<T>(sampler, pt, k, img, height, width, channels);
+      if (!t.s.inside) {
+        std::fill(dst, dst + channels, ST(0));
+        continue;
+      }
+      const T* v1 = pad + t.corner;
+      blend4(dst, v1, v1 + channels, v1 + wp_c, v1 + wp_c + channels, t.w1, t.w2, t.w3, t.w4,
+             Sampler::kMasked ? t.m : T(1), channels);
+    }
+  });
+}
+
+// out (N, O, H, W) of ST (the sample type: T, or bfloat16 with T float); x (N, C, H, W); weight
+// (O, C, 3, 3) and bias (O,) or undefined, of T.
+template <typename T, typename Sampler, typename ST = T>
 void forward(const at::Tensor& x, const Sampler& sampler, const at::Tensor& weight,
              const at::Tensor& bias, at::Tensor& out) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  const at::Tensor pad = padded_channels_last(x, weight.scalar_type());
-  const at::Tensor w1 = pointwise_weight(weight);
-  const auto opts = x.options().dtype(weight.scalar_type());
-  for (const Band& b : make_bands(n, h, w, c, sizeof(T))) {
+  const at::ScalarType st = c10::CppTypeToScalarType<ST>::value;
+  const at::Tensor pad = padded_channels_last(x, c10::CppTypeToScalarType<T>::value);
+  const at::Tensor w1 = pointwise_weight(weight).to(st);
+  const at::Tensor bias_st = bias.defined() ? bias.to(st) : bias;
+  const auto opts = x.options().dtype(st);
+  for (const Band& b : make_bands(n, h, w, c, sizeof(ST))) {
     at::Tensor s = empty_band(b, w, c, opts);
     {
       RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
-      build_sampled<T>(sampler, pad.const_data_ptr<T>(), h, w, c, b, s.mutable_data_ptr<T>());
+      build_sampled<T>(sampler, pad.const_data_ptr<T>(), h, w, c, b, s.mutable_data_ptr<ST>());
     }
-    const at::Tensor y = pointwise_conv(s, w1, bias);
+    const at::Tensor y = pointwise_conv(s, w1, bias_st);
     out.narrow(0, b.n0, b.count).narrow(2, b.y0, b.rows).copy_(y);
   }
 }
 
-// grad_out (N, O, H, W) of T; x (N, C, H, W); weight (O, C, 3, 3) of T. Writes grad_x
-// (N, C, H, W, zero on entry, any floating dtype) and grad_weight (weight's shape, T, zero on
-// entry); the positions' (and mask's) gradients go to sampler.store_grads.
-template <typename T, typename Sampler>
+// grad_out (N, O, H, W) of ST (the sample type: T, or bfloat16 with T float); x (N, C, H, W);
+// weight (O, C, 3, 3) of T. Writes grad_x (N, C, H, W, zero on entry, any floating dtype) and
+// grad_weight (weight's shape, T, zero on entry); the positions' (and mask's) gradients go to
+// sampler.store_grads.
+template <typename T, typename Sampler, typename ST = T>
 void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sampler,
               const at::Tensor& weight, at::Tensor& grad_x, at::Tensor& grad_weight) {
   constexpr bool kMasked = Sampler::kMasked;
+  // Samples stored in the compute type: grad_weight summed over the bands (in T); else taken tap
+  // by tap over the whole batch.
+  constexpr bool kSamplesInT = std::is_same<T, ST>::value;
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const at::ScalarType st = c10::CppTypeToScalarType<ST>::value;
   const at::Tensor pad = padded_channels_last(x, weight.scalar_type());
   at::Tensor grad_pad = at::zeros_like(pad);
   const T* pad_ptr = pad.const_data_ptr<T>();
   T* grad_pad_ptr = grad_pad.mutable_data_ptr<T>();
   const int64_t wp_c = (w + 2) * c;
-  const at::Tensor w1 = pointwise_weight(weight);
-  at::Tensor grad_w1 = at::zeros_like(w1);
-  const auto opts = x.options().dtype(weight.scalar_type());
+  const at::Tensor w1 = pointwise_weight(weight).to(st);
+  at::Tensor grad_w1 = kSamplesInT ? at::zeros_like(w1) : at::Tensor();
+  const auto opts = x.options().dtype(st);
   const auto cl = at::MemoryFormat::ChannelsLast;
   // Channel slices of the grad_x scatter: one per thread (at most one per 16 channels).
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), c / 16));
   // The slices' parts of each tap's four dot products, (slices, positions of a band, 9, 4): 4 / C
   // of S's size per slice, so at most S / 4 from 16 channels up (4 x S for a single channel).
-  const std::vector<Band> bands = make_bands(n, h, w, c, sizeof(T));
+  const std::vector<Band> bands = make_bands(n, h, w, c, sizeof(ST));
   int64_t max_positions = 0;
   for (const Band& b : bands) {
     max_positions = std::max(max_positions, b.count * b.rows * w);
@@ -292,7 +350,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       RECORD_FUNCTION("vfnet::sampled_conv::grad_sampled", std::vector<c10::IValue>());
       grad_s = pointwise_conv_grad(g, s, w1, /*of_input=*/true).contiguous(cl);
     }
-    const T* gs = grad_s.const_data_ptr<T>();
+    const ST* gs = grad_s.const_data_ptr<ST>();
     const int64_t positions = b.count * b.rows * w;
     const int64_t slice_dots = positions * kTaps * 4; // one slice's part of `dots` in this band
 
@@ -313,7 +371,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
               const bool scatter = t.s.inside;
               const bool dot = t.corner >= 0 && has_position_grad<Sampler>(k);
               T* d = dots_sl + (q * kTaps + k) * 4;
-              const T* g_qk = gs + (q * kTaps + k) * c + c0;
+              const ST* g_qk = gs + (q * kTaps + k) * c + c0;
               const T m = kMasked ? t.m : T(1);
               T* a1 = grad_pad_ptr + t.corner + c0;
               const T* v1 = pad_ptr + t.corner + c0;
@@ -371,18 +429,36 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       });
     }
 
-    grad_s.reset(); // the band's samples' gradient is used up: not held through the weight pass
-    {
-      RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
-      build_sampled<T>(sampler, pad_ptr, h, w, c, b, s.mutable_data_ptr<T>());
+    if (kSamplesInT) {
+      grad_s.reset(); // the band's samples' gradient is used up: not held through the weight pass
+      {
+        RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
+        build_sampled<T>(sampler, pad_ptr, h, w, c, b, s.mutable_data_ptr<ST>());
+      }
+      grad_w1.add_(pointwise_conv_grad(g, s, w1, /*of_input=*/false));
     }
-    grad_w1.add_(pointwise_conv_grad(g, s, w1, /*of_input=*/false));
   }
   {
     RECORD_FUNCTION("vfnet::sampled_conv::copy_grad_x", std::vector<c10::IValue>());
     grad_x.copy_(grad_pad.narrow(1, 1, h).narrow(2, 1, w).permute({0, 3, 1, 2}));
   }
-  grad_weight.add_(grad_w1.view({weight.size(0), 3, 3, c}).permute({0, 3, 1, 2}));
+  if (kSamplesInT) {
+    grad_weight.add_(grad_w1.view({weight.size(0), 3, 3, c}).permute({0, 3, 1, 2}));
+    return;
+  }
+  // Tap by tap: tap k's samples of the whole batch (x's size, channels-last) and the gradient of
+  // the 1x1 convolution's weight of that tap, weight[:, :, k / 3, k % 3], over all positions.
+  const at::Tensor g_all = grad_out.contiguous(cl);
+  const at::Tensor w_tap = at::empty({weight.size(0), c, 1, 1}, opts); // its shape and dtype only
+  at::Tensor s_tap = at::empty({n, c, h, w}, opts.memory_format(cl));
+  for (int k = 0; k < kTaps; ++k) {
+    {
+      RECORD_FUNCTION("vfnet::sampled_conv::build_tap", std::vector<c10::IValue>());
+      build_tap<T>(sampler, pad_ptr, n, h, w, c, k, s_tap.mutable_data_ptr<ST>());
+    }
+    const at::Tensor grad_w_tap = pointwise_conv_grad(g_all, s_tap, w_tap, /*of_input=*/false);
+    grad_weight.select(2, k / 3).select(2, k % 3).copy_(grad_w_tap.view({weight.size(0), c}));
+  }
 }
 
 } // namespace sampled

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <type_traits>
 
 #include "../star_deform_conv.h"
 #include "sampled_conv.h"
@@ -15,6 +16,35 @@ namespace vfnet {
 namespace {
 
 using cpu::sampled::compute_dtype;
+using cpu::sampled::sample_dtype;
+
+// cpu::sampled::forward / backward with the samples stored as `st` (sample_dtype): bfloat16
+// (compute type float) or the compute type scalar_t.
+template <typename scalar_t>
+void forward_as(at::ScalarType st, const at::Tensor& x, const StarSampler<scalar_t>& sampler,
+                const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (st == at::kBFloat16) {
+      cpu::sampled::forward<float, StarSampler<float>, at::BFloat16>(x, sampler, weight, bias, out);
+      return;
+    }
+  }
+  cpu::sampled::forward<scalar_t>(x, sampler, weight, bias, out);
+}
+
+template <typename scalar_t>
+void backward_as(at::ScalarType st, const at::Tensor& grad_out, const at::Tensor& x,
+                 const StarSampler<scalar_t>& sampler, const at::Tensor& weight, at::Tensor& grad_x,
+                 at::Tensor& grad_weight) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (st == at::kBFloat16) {
+      cpu::sampled::backward<float, StarSampler<float>, at::BFloat16>(grad_out, x, sampler, weight, grad_x,
+                                                                      grad_weight);
+      return;
+    }
+  }
+  cpu::sampled::backward<scalar_t>(grad_out, x, sampler, weight, grad_x, grad_weight);
+}
 
 at::Tensor star_deform_conv_cpu(
     const at::Tensor& x_in,
@@ -26,12 +56,13 @@ at::Tensor star_deform_conv_cpu(
   TORCH_CHECK(x_in.device().is_cpu(), op, ": expected CPU tensors, but got x on ", x_in.device());
   const at::ScalarType dtype = x_in.scalar_type();
   const at::ScalarType ct = compute_dtype(dtype);
+  const at::ScalarType st = sample_dtype(dtype);
   const at::Tensor ltrb = ltrb_in.to(ct).contiguous();
   const at::Tensor weight = weight_in.to(ct).contiguous();
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(ct) : at::Tensor();
   at::Tensor out = at::empty(
       {x_in.size(0), weight.size(0), x_in.size(2), x_in.size(3)},
-      x_in.options().dtype(ct).memory_format(x_in.suggest_memory_format()));
+      x_in.options().dtype(st).memory_format(x_in.suggest_memory_format()));
   if (out.numel() == 0) {
     return out.to(dtype);
   }
@@ -40,7 +71,7 @@ at::Tensor star_deform_conv_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv (CPU)", [&] {
     const StarSampler<scalar_t> sampler{ltrb.const_data_ptr<scalar_t>(), nullptr, x_in.size(2), x_in.size(3)};
-    cpu::sampled::forward<scalar_t>(x_in, sampler, weight, b, out);
+    forward_as<scalar_t>(st, x_in, sampler, weight, b, out);
   });
   return out.scalar_type() == dtype ? out : out.to(dtype);
 }
@@ -55,8 +86,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
   TORCH_CHECK(x_in.device().is_cpu(), op, ": expected CPU tensors, but got x on ", x_in.device());
   const at::ScalarType dtype = x_in.scalar_type();
   const at::ScalarType ct = compute_dtype(dtype);
+  const at::ScalarType st = sample_dtype(dtype);
   const at::Tensor ltrb = ltrb_in.to(ct).contiguous();
-  const at::Tensor grad_out = grad_out_in.to(ct);
+  const at::Tensor grad_out = grad_out_in.to(st);
   const at::Tensor weight = weight_in.to(ct).contiguous();
 
   // In x's memory format (at::zeros ignores the options' memory format).
@@ -68,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
     AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv_backward (CPU)", [&] {
       const StarSampler<scalar_t> sampler{
           ltrb.const_data_ptr<scalar_t>(), grad_ltrb.mutable_data_ptr<scalar_t>(), x_in.size(2), x_in.size(3)};
-      cpu::sampled::backward<scalar_t>(grad_out, x_in, sampler, weight, grad_x, grad_weight);
+      backward_as<scalar_t>(st, grad_out, x_in, sampler, weight, grad_x, grad_weight);
     });
   }
   return std::make_tuple(
