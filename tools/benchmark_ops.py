@@ -4,6 +4,7 @@ Benchmark VFNet's fused ops against the path a user would otherwise take.
 
     python tools/benchmark_ops.py [--device cpu|cuda] [--threads N] [--repeats N] [--quick]
                                   [--ops star_conv,dcn,vfl] [--tf32 [default|all|matmul|none]] [--profile N]
+                                  [--dtype float32|bfloat16|float16]
 
 - ``star_conv``: :func:`vfnet.ops.star_deform_conv` vs star offsets built with PyTorch ops
   (:func:`vfnet.ops.star_offsets`) + ``torchvision.ops.deform_conv2d``, on P3 of a
@@ -21,6 +22,11 @@ Benchmark VFNet's fused ops against the path a user would otherwise take.
   targets at ~0.1% of the (point, class) pairs, reduction "sum". The compiled loss's first call
   (compilation included) is timed too, in a fresh process, with an empty inductor cache
   ("cold") and again with the cache it left ("warm").
+
+``--dtype`` runs the two deformable convs (and their ``conv2d`` yardstick) in bfloat16 or float16:
+features, weights, offsets and mask in that dtype, the star conv's boxes in float32 (as the head
+passes them); the baselines, whose torchvision kernels have no bfloat16 (CUDA) or low-precision
+(CPU) version, compute in float32 from the same values. The VFL stays float32.
 
 Each is timed forward (under ``torch.no_grad``) and forward + backward (gradients of every
 differentiable input), medians over ``--repeats`` runs in this process after a warm-up. Peak
@@ -80,18 +86,24 @@ PASSES = ("fwd", "fwd+bwd")
 # ------------------------------------------------------------------------------------- inputs
 
 
-def star_inputs(shape, device, requires_grad):
+#: --dtype: the deformable convs' dtypes.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def star_inputs(shape, device, requires_grad, dtype=torch.float32):
+    """x (N, C, H, W), ltrb (N, 4, H, W; float32 whatever ``dtype``) and weight (C, C, 3, 3)."""
     n, c, h, w = shape
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, c, h, w, generator=g)
+    x = torch.randn(n, c, h, w, generator=g).to(dtype)
     # Box sides of 0-16 cells (8-128 px at stride 8): many star points fall outside the map near
     # its borders.
     ltrb = torch.rand(n, 4, h, w, generator=g).mul_(16.0)
-    weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01)
+    weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01).to(dtype)
     return [t.to(device).requires_grad_(requires_grad) for t in (x, ltrb, weight)]
 
 
-def dcn_inputs(shape, stride, device, requires_grad):
+def dcn_inputs(shape, stride, device, requires_grad, dtype=torch.float32):
+    """x, offset (N, 18, Ho, Wo), mask (N, 9, Ho, Wo) and weight (C, C, 3, 3), all of ``dtype``."""
     n, c, h, w = shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     g = torch.Generator().manual_seed(0)
@@ -100,7 +112,18 @@ def dcn_inputs(shape, stride, device, requires_grad):
     offset = torch.randn(n, 18, ho, wo, generator=g).mul_(2.0)
     mask = torch.rand(n, 9, ho, wo, generator=g)
     weight = torch.randn(c, c, 3, 3, generator=g).mul_(0.01)
-    return [t.to(device).requires_grad_(requires_grad) for t in (x, offset, mask, weight)]
+    return [t.to(device, dtype).requires_grad_(requires_grad) for t in (x, offset, mask, weight)]
+
+
+def in_float32(conv):
+    """``conv`` computed in float32 from its inputs' values, its output in their dtype (the
+    baselines' path for bfloat16/float16)."""
+
+    def run(x, *args, **kwargs):
+        args = [a.float() if torch.is_tensor(a) else a for a in args]
+        return conv(x.float(), *args, **kwargs).to(x.dtype)
+
+    return run
 
 
 def vfl_inputs(shape, device, requires_grad):
@@ -126,29 +149,36 @@ def compiled_varifocal_loss(*args, **kwargs):
 VFL_IMPLS = {"ours": fused_varifocal_loss, "baseline": eager_varifocal_loss, "compiled": compiled_varifocal_loss}
 
 
-def make_fn(op, impl, shape, device, backward, stride=1):
-    """A closure running one pass, and the tensors it needs (kept alive by the caller)."""
+def make_fn(op, impl, shape, device, backward, stride=1, dtype=torch.float32):
+    """A closure running one pass, and the tensors it needs (kept alive by the caller). ``dtype``:
+    the deformable convs' (the VFL is float32)."""
     if op == "dcn":
-        x, offset, mask, weight = dcn_inputs(shape, stride, device, backward)
+        x, offset, mask, weight = dcn_inputs(shape, stride, device, backward, dtype)
         if impl == "conv2d":
             fn_out = lambda: F.conv2d(x, weight, stride=stride, padding=1)  # noqa: E731
             grads = (x, weight)
         else:
             conv = modulated_deform_conv if impl == "ours" else modulated_deform_conv_reference
+            if impl == "baseline" and dtype != torch.float32:
+                conv = in_float32(conv)
             fn_out = lambda: conv(x, offset, mask, weight, stride=stride, padding=1)  # noqa: E731
             grads = (x, offset, mask, weight)
-        grad_out = torch.randn(shape[0], weight.shape[0], *offset.shape[2:], device=device) if backward else None
+        grad_out = (
+            torch.randn(shape[0], weight.shape[0], *offset.shape[2:], device=device).to(dtype) if backward else None
+        )
         inputs = (x, offset, mask, weight, grad_out)
     elif op == "star_conv":
-        x, ltrb, weight = star_inputs(shape, device, backward)
+        x, ltrb, weight = star_inputs(shape, device, backward, dtype)
         if impl == "conv2d":
             fn_out = lambda: F.conv2d(x, weight, padding=1)  # noqa: E731
             grads = (x, weight)
         else:
             conv = star_deform_conv if impl == "ours" else star_deform_conv_reference
+            if impl == "baseline" and dtype != torch.float32:
+                conv = in_float32(conv)
             fn_out = lambda: conv(x, ltrb, weight)  # noqa: E731
             grads = (x, ltrb, weight)
-        grad_out = torch.randn(shape[0], weight.shape[0], shape[2], shape[3], device=device) if backward else None
+        grad_out = torch.randn(shape[0], weight.shape[0], shape[2], shape[3], device=device).to(dtype) if backward else None
         inputs = (x, ltrb, weight, grad_out)
     else:
         logits, targets = vfl_inputs(shape, device, backward)
@@ -237,13 +267,14 @@ def memory_child(spec):
     torch.set_num_threads(spec["threads"])
     op, impl, shape, backward = spec["op"], spec["impl"], tuple(spec["shape"]), spec["backward"]
     stride = spec.get("stride", 1)
+    dtype = DTYPES[spec.get("dtype", "float32")]
     # Warm up on a small input (loads kernels, starts the thread pool, sizes BLAS buffers); the
     # VFL on the measured shape itself, so that compilation is not part of the measured pass.
     small = shape if op == "vfl" else (1, 16, 8, 8)
-    warm_fn, _ = make_fn(op, impl, small, "cpu", backward, stride)
+    warm_fn, _ = make_fn(op, impl, small, "cpu", backward, stride, dtype)
     warm_fn()
     del warm_fn
-    fn, inputs = make_fn(op, impl, shape, "cpu", backward, stride)
+    fn, inputs = make_fn(op, impl, shape, "cpu", backward, stride, dtype)
     gc.collect()
     rss_before = _proc_status_kib("VmRSS")
     exact = _reset_peak_rss()
@@ -278,8 +309,11 @@ def compiled_first_call_seconds(shape, device, backward, threads, cache_dir):
     return json.loads(out.strip().splitlines()[-1])["first_call_s"]
 
 
-def cpu_peak_memory(op, impl, shape, backward, threads, stride=1):
-    spec = {"op": op, "impl": impl, "shape": list(shape), "backward": backward, "threads": threads, "stride": stride}
+def cpu_peak_memory(op, impl, shape, backward, threads, stride=1, dtype="float32"):
+    spec = {
+        "op": op, "impl": impl, "shape": list(shape), "backward": backward, "threads": threads, "stride": stride,
+        "dtype": dtype,
+    }
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576", PYTHONWARNINGS="ignore")
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)],
@@ -327,10 +361,12 @@ def run(args):
         for pass_name in PASSES:
             backward = pass_name == "fwd+bwd"
             row = {"op": op, "case": name, "shape": list(shape), "pass": pass_name, "repeats": repeats}
+            dtype = torch.float32 if op == "vfl" else DTYPES[args.dtype]
+            row["dtype"] = str(dtype).replace("torch.", "")
             if op == "dcn":
                 row["stride"] = stride
             for impl in impls:
-                fn, inputs = make_fn(op, impl, shape, device, backward, stride)
+                fn, inputs = make_fn(op, impl, shape, device, backward, stride, dtype)
                 median, times = time_pass(fn, device, repeats, args.warmup)
                 row[f"{impl}_ms"] = median * 1e3
                 row[f"{impl}_ms_all"] = [round(t * 1e3, 2) for t in times]
@@ -342,7 +378,9 @@ def run(args):
                     else:
                         del fn, inputs
                         gc.collect()
-                        row[f"{impl}_peak_bytes"] = cpu_peak_memory(op, impl, shape, backward, threads, stride)
+                        row[f"{impl}_peak_bytes"] = cpu_peak_memory(
+                            op, impl, shape, backward, threads, stride, row["dtype"]
+                        )
                 print(f"  {name:22s} {pass_name:8s} {impl:9s} {median * 1e3:10.2f} ms", file=sys.stderr, flush=True)
             row["speedup"] = row["baseline_ms"] / row["ours_ms"]
             if "compiled_ms" in row:
@@ -496,6 +534,13 @@ def parse_args(argv=None):
         metavar="N",
         help="list the N ops (CUDA: and kernels) of the fused path with the most self time, per case and pass",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="the deformable convs' (and their conv2d yardstick's) dtype; the baselines compute in float32, "
+        "the VFL stays float32",
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--first-call-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -526,6 +571,8 @@ def main(argv=None):
     load_before = os.getloadavg()
     results = run(args)
     load_after = os.getloadavg()
+    if args.dtype != "float32":
+        print(f"star_conv and dcn (ours, conv2d) in {args.dtype}; their baselines in float32")
     print_table(results, args.device)
     info = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -535,6 +582,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "dtype": args.dtype,
         # the CUDA deformable convs' path (csrc/cuda/sampled_conv.cuh): "columns" (default) or "sampled"
         "cuda_deform_conv": os.environ.get("VFNET_CUDA_DEFORM_CONV") or "columns",
         "load_avg_before": load_before,

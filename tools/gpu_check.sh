@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU, in one go: the CUDA tests of the ops, the ops' benchmark
 # (torch's TF32 defaults; no TF32; TF32 in matmuls only, where the CUDA column path's products are
-# cuBLAS GEMMs instead of cuDNN 1x1 convs), and the model against Detectron2's FCOS at 800x1333
+# cuBLAS GEMMs instead of cuDNN 1x1 convs; bfloat16 against a bfloat16 conv), and the model against Detectron2's FCOS at 800x1333
 # (eager, then compiled with CUDA graphs). Each step's output goes to OUTDIR, a summary to stdout
 # and OUTDIR/summary.txt; a failed step does not stop the others, the exit status says if any did.
 #
@@ -61,13 +61,15 @@ step ops "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no
 step ops_no_tf32 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv --no-first-call --no-memory --tf32 none
 step ops_cublas_tf32 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no-first-call --no-memory \
   --tf32 matmul
+step ops_bf16 "$PYTHON" tools/benchmark_ops.py --device cuda --ops star_conv,dcn --no-first-call --no-memory \
+  --dtype bfloat16
 step model "$PYTHON" tools/benchmark_model.py --device cuda --size 800x1333 --repeats 20
 step model_compiled "$PYTHON" tools/benchmark_model.py --device cuda --size 800x1333 --repeats 30 --modes inference \
   --compile reduce-overhead
 [ "${DRY_RUN:-0}" = 1 ] && exit 0
 
 {
-  for name in environment tests ops ops_no_tf32 ops_cublas_tf32 model model_compiled; do
+  for name in environment tests ops ops_no_tf32 ops_cublas_tf32 ops_bf16 model model_compiled; do
     echo "== $name"
     case $name in
       environment) cat "$OUTDIR/$name.txt" ;;

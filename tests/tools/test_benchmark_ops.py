@@ -120,3 +120,29 @@ def test_tf32_option_in_the_json_line(bench, monkeypatch, capsys, torch_tf32_def
     assert (info["matmul_tf32"], info["cudnn_tf32"]) == (False, False)
     info, _ = run_tiny(bench, monkeypatch, capsys, "--tf32")
     assert (info["matmul_tf32"], info["cudnn_tf32"]) == (True, False)
+
+
+def test_dtype_runs_the_convs_in_it_and_the_baselines_in_float32(bench, monkeypatch, capsys):
+    seen = []
+    real = {"ours": bench.star_deform_conv, "baseline": bench.star_deform_conv_reference}
+
+    def spy(impl):
+        def run(x, ltrb, weight, *args):
+            seen.append((impl, x.dtype, ltrb.dtype, weight.dtype))
+            return real[impl](x, ltrb, weight, *args)
+
+        return run
+
+    monkeypatch.setattr(bench, "star_deform_conv", spy("ours"))
+    monkeypatch.setattr(bench, "star_deform_conv_reference", spy("baseline"))
+    info, out = run_tiny(bench, monkeypatch, capsys, "--dtype", "bfloat16")
+    assert info["dtype"] == "bfloat16"
+    assert {r["dtype"] for r in info["results"]} == {"bfloat16"}
+    assert set(seen) == {
+        ("ours", torch.bfloat16, torch.float32, torch.bfloat16),
+        ("baseline", torch.float32, torch.float32, torch.float32),
+    }
+    assert "star_conv and dcn (ours, conv2d) in bfloat16; their baselines in float32" in out
+    # The fwd+bwd closure returns the gradients in the inputs' dtypes.
+    fn, _ = bench.make_fn("dcn", "baseline", (1, 8, 9, 10), "cpu", True, 2, torch.bfloat16)
+    assert [g.dtype for g in fn()] == [torch.bfloat16] * 4

@@ -27,18 +27,21 @@ def dry_run_steps(tmp_path):
 @mock.patch.object(torch.cuda, "is_available", return_value=True)  # both tools check for a GPU
 def test_steps_and_their_options(_, tmp_path):
     steps = dry_run_steps(tmp_path)
-    assert list(steps) == ["environment", "tests", "ops", "ops_no_tf32", "ops_cublas_tf32", "model", "model_compiled"]
+    assert list(steps) == [
+        "environment", "tests", "ops", "ops_no_tf32", "ops_cublas_tf32", "ops_bf16", "model", "model_compiled"
+    ]
     assert all(command.startswith("python-of-the-env ") for command in steps.values())
     assert steps["tests"].endswith("-rf tests/ops -k CUDA")
     assert "use_fused_kernels(torch.device(" in steps["environment"]
     bench_ops, bench_model = load_tool("benchmark_ops"), load_tool("benchmark_model")
-    ops_steps = [("ops", bench_ops), ("ops_no_tf32", bench_ops), ("ops_cublas_tf32", bench_ops)]
+    ops_steps = [(name, bench_ops) for name in ("ops", "ops_no_tf32", "ops_cublas_tf32", "ops_bf16")]
     for name, tool in ops_steps + [("model", bench_model), ("model_compiled", bench_model)]:
         argv = shlex.split(steps[name])[2:]  # past the interpreter and the script
         args = tool.parse_args(argv)  # argparse exits on an option the tool does not take
         assert args.device == "cuda", name
     assert bench_ops.parse_args(shlex.split(steps["ops_no_tf32"])[2:]).tf32 == "none"
     assert bench_ops.parse_args(shlex.split(steps["ops_cublas_tf32"])[2:]).tf32 == "matmul"
+    assert bench_ops.parse_args(shlex.split(steps["ops_bf16"])[2:]).dtype == "bfloat16"
     compiled = bench_model.parse_args(shlex.split(steps["model_compiled"])[2:])
     assert (compiled.compile, compiled.modes, compiled.size) == ("reduce-overhead", ["inference"], (800, 1333))
 

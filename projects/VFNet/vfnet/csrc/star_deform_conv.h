@@ -10,7 +10,7 @@
 // (integer grid position plus the offset star_offsets stores), and sampled with the same bilinear
 // formula. The reduction over (channel, tap) is, on CUDA, one GEMM of weight.view(O, C * 9) with
 // the (C * 9, positions) column matrix as in torchvision (deform_columns.h), and on the CPU a
-// stride-3 convolution of the sampled image (cpu/sampled_conv.h); either way the sums run in
+// 1x1 convolution of the samples, channels-last (cpu/sampled_conv.h); either way the sums run in
 // another order than torchvision's, so results agree within float rounding.
 //
 // The StarSampler below says where the taps sample; the CPU (cpu/star_deform_conv.cpp) and CUDA

@@ -20,11 +20,16 @@ by band of rows (12 MiB at most), and the op is ATen's 1x1 convolution of S with
 gradients: forward + backward costs 1.4-1.6x a plain 3x3 convolution of the same shape (P3, 2
 threads). The samples are torchvision's formula term by term; the sums over (channel, tap) are
 oneDNN's, so float32 results differ from torchvision's by float rounding (~1e-6 relative), float64
-by ~1e-15. bfloat16 and float16 inputs are computed in float32 and rounded once. The CPU backward
-is deterministic. On CUDA the kernels sample a column matrix chunk by chunk and multiply it by the
-weight with cuBLAS (float32 accumulation for float16/bfloat16); the backward sums ``grad_x`` with
-atomics, so it is not deterministic: under ``torch.use_deterministic_algorithms(True)`` it
-raises. ``grad_weight`` is summed over bands / chunks in float32 for every input dtype.
+by ~1e-15. bfloat16 inputs (CPU autocast) are sampled in float32 and S is stored in bfloat16, so
+that the 1x1 convolutions run oneDNN's bfloat16 kernels (float32 sums, as a bfloat16 conv; twice
+as fast as float32 where the CPU has bfloat16 dot products); ``grad_x`` and the positions'
+gradients are summed in float32, and ``grad_weight`` is taken tap by tap over the whole batch
+(each element one float32 sum, rounded once). float16 inputs are computed in float32 and rounded
+once. The CPU backward is deterministic. On CUDA the kernels sample a column matrix chunk by chunk
+and multiply it by the weight with cuBLAS (float32 accumulation for float16/bfloat16); the
+backward sums ``grad_x`` with atomics, so it is not deterministic: under
+``torch.use_deterministic_algorithms(True)`` it raises. ``grad_weight`` is summed over bands /
+chunks in float32 for the other dtypes.
 
 Gradients flow to ``x``, ``ltrb``, ``weight`` and ``bias`` (first order only). As in torchvision,
 the gradient with respect to a sampling position is that of the bilinear interpolation (one-sided
