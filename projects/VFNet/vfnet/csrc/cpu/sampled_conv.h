@@ -28,17 +28,18 @@
 //   - the gradient of each tap's sampling position (and mask), from those dot products summed
 //     over the slices in slice order, in parallel over positions, handed to Sampler::store_grads;
 //   - S is rebuilt and the band's weight gradient (convolution_backward again) summed over the
-//     bands in the compute type.
+//     bands in the compute type (bfloat16: tap by tap after the bands, below).
 //
 // Compute type: double for double inputs, float32 otherwise (float16 inputs are converted on
 // entry and the outputs rounded once at the end). bfloat16 inputs are sampled in float32 and S is
 // stored in bfloat16 (each sample rounded once), so that the 1x1 convolutions run oneDNN's
 // bfloat16 kernels with float32 accumulation, as a bfloat16 conv does (about twice as fast as
 // float32 where the CPU has bfloat16 dot products); the forward's output and grad_S are rounded to
-// bfloat16 once, grad_x and the positions' gradients are summed in float32 (grad_S read back in
-// float32). Their weight gradient is not summed over bands: it is taken tap by tap over the whole
-// batch (tap k's samples of every position, C values each, then one bfloat16 1x1 convolution
-// backward per tap), so each of its elements is one oneDNN sum in float32, rounded once.
+// bfloat16 once, grad_x and the positions' gradients are summed in float32 (the scatter pass reads
+// grad_S as it is, widened exactly). Their weight gradient is not summed over bands: it is taken
+// tap by tap over the whole batch (tap k's samples of every position, C values each, then one
+// bfloat16 1x1 convolution backward per tap), so each of its elements is one oneDNN sum in float32,
+// rounded once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -236,27 +237,34 @@ inline BandPosition band_position(const Band& b, int64_t width, int64_t q) {
   return BandPosition{b.n0 + q / per_image, b.y0 * width + q % per_image};
 }
 
+// dst[0, C) = tap k's samples of the C channels at point pt of image img (computed in T, stored
+// as ST; zeros outside the map).
+template <typename T, typename Sampler, typename ST>
+inline void sample_tap(const Sampler& sampler, const typename Sampler::Point& pt, int k, int64_t img,
+                       const T* pad, int64_t height, int64_t width, int64_t channels, ST* dst) {
+  const Tap<T> t = make_tap<T>(sampler, pt, k, img, height, width, channels);
+  if (!t.s.inside) {
+    std::fill(dst, dst + channels, ST(0));
+    return;
+  }
+  const int64_t wp_c = (width + 2) * channels; // one padded row
+  const T* v1 = pad + t.corner;
+  blend4(dst, v1, v1 + channels, v1 + wp_c, v1 + wp_c + channels, t.w1, t.w2, t.w3, t.w4,
+         Sampler::kMasked ? t.m : T(1), channels);
+}
+
 // S of a band, channels-last: the 9 * C samples of its position q at s + q * 9 * C (samples
 // computed in T, stored as ST).
 template <typename T, typename Sampler, typename ST>
 void build_sampled(const Sampler& sampler, const T* pad, int64_t height, int64_t width,
                    int64_t channels, const Band& band, ST* s) {
-  const int64_t wp_c = (width + 2) * channels; // one padded row
   const int64_t positions = band.count * band.rows * width;
   at::parallel_for(0, positions, grain(kTaps * channels), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const BandPosition bp = band_position(band, width, q);
       const typename Sampler::Point pt = sampler.point(bp.img, bp.p);
       for (int k = 0; k < kTaps; ++k) {
-        ST* dst = s + (q * kTaps + k) * channels;
-        const Tap<T> t = make_tap<T>(sampler, pt, k, bp.img, height, width, channels);
-        if (!t.s.inside) {
-          std::fill(dst, dst + channels, ST(0));
-          continue;
-        }
-        const T* v1 = pad + t.corner;
-        blend4(dst, v1, v1 + channels, v1 + wp_c, v1 + wp_c + channels, t.w1, t.w2, t.w3, t.w4,
-               Sampler::kMasked ? t.m : T(1), channels);
+        sample_tap(sampler, pt, k, bp.img, pad, height, width, channels, s + (q * kTaps + k) * channels);
       }
     }
   });
@@ -267,21 +275,12 @@ void build_sampled(const Sampler& sampler, const T* pad, int64_t height, int64_t
 template <typename T, typename Sampler, typename ST>
 void build_tap(const Sampler& sampler, const T* pad, int64_t batch, int64_t height, int64_t width,
                int64_t channels, int k, ST* s) {
-  const int64_t wp_c = (width + 2) * channels;
   const int64_t per_image = height * width;
   at::parallel_for(0, batch * per_image, grain(channels), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t img = q / per_image;
       const typename Sampler::Point pt = sampler.point(img, q % per_image);
-      ST* dst = s + q * channels;
-      const Tap<T> t = make_tap<T>(sampler, pt, k, img, height, width, channels);
-      if (!t.s.inside) {
-        std::fill(dst, dst + channels, ST(0));
-        continue;
-      }
-      const T* v1 = pad + t.corner;
-      blend4(dst, v1, v1 + channels, v1 + wp_c, v1 + wp_c + channels, t.w1, t.w2, t.w3, t.w4,
-             Sampler::kMasked ? t.m : T(1), channels);
+      sample_tap(sampler, pt, k, img, pad, height, width, channels, s + q * channels);
     }
   });
 }
@@ -429,7 +428,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
       });
     }
 
-    if (kSamplesInT) {
+    if constexpr (kSamplesInT) {
       grad_s.reset(); // the band's samples' gradient is used up: not held through the weight pass
       {
         RECORD_FUNCTION("vfnet::sampled_conv::build_sampled", std::vector<c10::IValue>());
@@ -442,7 +441,7 @@ void backward(const at::Tensor& grad_out, const at::Tensor& x, const Sampler& sa
     RECORD_FUNCTION("vfnet::sampled_conv::copy_grad_x", std::vector<c10::IValue>());
     grad_x.copy_(grad_pad.narrow(1, 1, h).narrow(2, 1, w).permute({0, 3, 1, 2}));
   }
-  if (kSamplesInT) {
+  if constexpr (kSamplesInT) {
     grad_weight.add_(grad_w1.view({weight.size(0), 3, 3, c}).permute({0, 3, 1, 2}));
     return;
   }
