@@ -90,6 +90,17 @@ class StarDeformConvCPUTest(unittest.TestCase):
         out = star_deform_conv(x, ltrb, weight, bias)
         torch.testing.assert_close(out.float(), ref, rtol=0, atol=1e-2 * ref.abs().max().item())
 
+        # One tap, one channel per output (weight 1 at [o, o, 1, 0], tap (0, -l)): the output is
+        # the sample itself, rounded once to bfloat16 as torch rounds (to nearest, ties to even).
+        one_tap = torch.zeros(32, 32, 3, 3, dtype=torch.bfloat16)
+        one_tap[torch.arange(32), torch.arange(32), 1, 0] = 1
+        torch.testing.assert_close(
+            star_deform_conv(x, ltrb, one_tap),
+            star_deform_conv(x.float(), ltrb, one_tap.float()).to(torch.bfloat16),
+            rtol=0,
+            atol=0,
+        )
+
         # Every convolution of the forward and backward (S's, its gradient's, the weight's)
         # takes bfloat16 operands.
         inputs = [t.requires_grad_() for t in (x, weight)]
