@@ -18,32 +18,17 @@ namespace {
 using cpu::sampled::compute_dtype;
 using cpu::sampled::sample_dtype;
 
-// cpu::sampled::forward / backward with the samples stored as `st` (sample_dtype): bfloat16
-// (compute type float) or the compute type scalar_t.
-template <typename scalar_t>
-void forward_as(at::ScalarType st, const at::Tensor& x, const StarSampler<scalar_t>& sampler,
-                const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out) {
+// f(ST{}) for the sample type `st` (sample_dtype): at::BFloat16 (compute type float) or the
+// compute type scalar_t itself.
+template <typename scalar_t, typename F>
+void with_sample_type(at::ScalarType st, F&& f) {
   if constexpr (std::is_same<scalar_t, float>::value) {
     if (st == at::kBFloat16) {
-      cpu::sampled::forward<float, StarSampler<float>, at::BFloat16>(x, sampler, weight, bias, out);
+      f(at::BFloat16());
       return;
     }
   }
-  cpu::sampled::forward<scalar_t>(x, sampler, weight, bias, out);
-}
-
-template <typename scalar_t>
-void backward_as(at::ScalarType st, const at::Tensor& grad_out, const at::Tensor& x,
-                 const StarSampler<scalar_t>& sampler, const at::Tensor& weight, at::Tensor& grad_x,
-                 at::Tensor& grad_weight) {
-  if constexpr (std::is_same<scalar_t, float>::value) {
-    if (st == at::kBFloat16) {
-      cpu::sampled::backward<float, StarSampler<float>, at::BFloat16>(grad_out, x, sampler, weight, grad_x,
-                                                                      grad_weight);
-      return;
-    }
-  }
-  cpu::sampled::backward<scalar_t>(grad_out, x, sampler, weight, grad_x, grad_weight);
+  f(scalar_t());
 }
 
 at::Tensor star_deform_conv_cpu(
@@ -71,7 +56,9 @@ at::Tensor star_deform_conv_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv (CPU)", [&] {
     const StarSampler<scalar_t> sampler{ltrb.const_data_ptr<scalar_t>(), nullptr, x_in.size(2), x_in.size(3)};
-    forward_as<scalar_t>(st, x_in, sampler, weight, b, out);
+    with_sample_type<scalar_t>(st, [&](auto sample) {
+      cpu::sampled::forward<scalar_t, StarSampler<scalar_t>, decltype(sample)>(x_in, sampler, weight, b, out);
+    });
   });
   return out.scalar_type() == dtype ? out : out.to(dtype);
 }
@@ -100,7 +87,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> star_deform_conv_back
     AT_DISPATCH_FLOATING_TYPES(ct, "vfnet::star_deform_conv_backward (CPU)", [&] {
       const StarSampler<scalar_t> sampler{
           ltrb.const_data_ptr<scalar_t>(), grad_ltrb.mutable_data_ptr<scalar_t>(), x_in.size(2), x_in.size(3)};
-      backward_as<scalar_t>(st, grad_out, x_in, sampler, weight, grad_x, grad_weight);
+      with_sample_type<scalar_t>(st, [&](auto sample) {
+        cpu::sampled::backward<scalar_t, StarSampler<scalar_t>, decltype(sample)>(
+            grad_out, x_in, sampler, weight, grad_x, grad_weight);
+      });
     });
   }
   return std::make_tuple(
