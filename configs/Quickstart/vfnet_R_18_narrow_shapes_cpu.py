@@ -40,6 +40,10 @@ model.head.stacked_convs = 2
 # Boxes as exp(x) * stride: the initial box spans about one cell per side, where the COCO setting
 # (exp(x) * 64..1024 px) would start with boxes larger than these 160x160 images.
 model.head.bbox_norm_type = "stride"
+# The head in the contiguous (NCHW) layout: with 2 channels per GroupNorm group, torch's CPU
+# GroupNorm is several times slower on channels-last inputs (the head's default on the CPU, which
+# pays at 256 channels) than on NCHW ones; here the step is ~13% faster without it.
+model.head.cpu_channels_last = False
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_seeded_train_loader)(
@@ -51,6 +55,9 @@ dataloader.train = L(build_seeded_train_loader)(
         use_instance_mask=False,
     ),
     total_batch_size=16,
+    # Whole batches from the worker (all images are 160x160, so grouping by aspect ratio is a
+    # no-op, and its worker hands over single images, two at a time)
+    aspect_ratio_grouping=False,
     num_workers=1,
     seed="${...train.seed}",  # the order of the images follows train.seed
 )

@@ -656,6 +656,7 @@ class DataConfigTest(unittest.TestCase):
                 self.assertEqual(cfg.INPUT.FORMAT, "RGB")
                 lazy = load_lazy(twin(path, ".py")).dataloader
                 self.assertEqual(cfg.SOLVER.IMS_PER_BATCH, lazy.train.total_batch_size)
+                self.assertEqual(cfg.DATALOADER.ASPECT_RATIO_GROUPING, lazy.train.get("aspect_ratio_grouping", True))
                 short, long = expect["test_size"]
                 (test_resize,) = build_augmentation(cfg, is_train=False)
                 self.assertEqual(resize_sizes(test_resize), ("choice", {short}))
@@ -704,6 +705,7 @@ class YamlConfigTest(unittest.TestCase):
                 self.assertEqual(yaml_model.anchor_generator.strides, lazy_model.anchor_generator.strides)
                 self.assertEqual(yaml_model.anchor_generator.offset, lazy_model.anchor_generator.offset)
                 self.assertEqual(yaml_model.head.box_normalizers, lazy_model.head.box_normalizers)
+                self.assertEqual(yaml_model.head.cpu_channels_last, lazy_model.head.cpu_channels_last)
                 self.assertEqual(list(cfg.MODEL.PIXEL_MEAN), list(load_lazy(twin(path, ".py")).model.pixel_mean))
                 del yaml_model, lazy_model
 
@@ -751,6 +753,21 @@ class YamlConfigTest(unittest.TestCase):
         self.assertEqual(settings[0]["backbone.bottom_up.stem.conv1.norm.weight"], (1e-3, 0.0, (0.9, 0.999)))
         self.assertEqual(cfg.SOLVER.MAX_ITER, lazy.train.max_iter)
         self.assertEqual(cfg.SOLVER.WARMUP_ITERS, round(lazy.lr_multiplier.warmup_length * lazy.train.max_iter))
+
+    def test_quickstart_twins_run_the_head_and_loader_alike(self):
+        """Both quickstart twins keep the narrow head in NCHW on the CPU (torch's GroupNorm of
+        2-channel groups is slow on channels-last inputs) and batch in the loader's worker."""
+        quickstart = os.path.join(REPO, "configs", "Quickstart", "vfnet_R_18_narrow_shapes_cpu")
+        cfg, lazy = load_yaml(quickstart + ".yaml"), load_lazy(quickstart + ".py")
+        base = load_yaml(os.path.join(CONFIG_DIR, "Base-VFNet.yaml"))
+        with torch.device("meta"):  # structure only
+            yaml_head, base_head = (META_ARCH_REGISTRY.get("VFNet")(c).head for c in (cfg, base))
+            lazy_head = instantiate(lazy.model).head
+        self.assertEqual((yaml_head.cpu_channels_last, lazy_head.cpu_channels_last), (False, False))
+        self.assertEqual((cfg.DATALOADER.ASPECT_RATIO_GROUPING, lazy.dataloader.train.aspect_ratio_grouping), (False, False))
+        # the COCO models keep the default
+        self.assertTrue(base_head.cpu_channels_last)
+        self.assertTrue(r50_model().head.cpu_channels_last)
 
     def test_base_yaml_builds(self):
         model = build_model(load_yaml(os.path.join(CONFIG_DIR, "Base-VFNet.yaml")))

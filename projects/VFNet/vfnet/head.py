@@ -70,6 +70,10 @@ class VFNetHead(nn.Module):
                 star conv then needs no layout change); the outputs are then channels-last too
                 (not after a DCNv2 tower conv, ``dcn_on_last_conv``, whose kernel returns NCHW).
                 Values are the same within float rounding; on other devices nothing changes.
+                Narrow heads are better off without it: torch's CPU GroupNorm is several times
+                slower on channels-last inputs than on NCHW ones when its groups have few
+                channels (the quickstart's 64-channel head, 2 per group, trains ~13% faster
+                without it; its configs turn it off; yacs: ``MODEL.VFNET.CPU_CHANNELS_LAST``).
         """
         super().__init__()
         in_channels = input_channels(input_shape, "VFNetHead")
@@ -128,6 +132,7 @@ class VFNetHead(nn.Module):
             "reg_denoms": list(v.REG_DENOMS),
             "prior_prob": v.PRIOR_PROB,
             "fused_ops": v.FUSED_OPS,
+            "cpu_channels_last": v.CPU_CHANNELS_LAST,
         }
 
     def forward(
