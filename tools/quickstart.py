@@ -6,7 +6,7 @@ evaluate it with COCOEvaluator, and draw its detections on a few validation imag
     python tools/quickstart.py [--output-dir output/quickstart] [KEY=VALUE ...]
 
 Generates the dataset the first time (~20 s, into ~/.cache/vfnet/datasets, or $VFNET_DATASETS),
-then trains (~10 min on 2 cores), evaluates, and prints where everything went:
+then trains (~9.5 min on 2 cores), evaluates, and prints where everything went:
 the metrics (OUTPUT/eval_metrics.json), the checkpoint (OUTPUT/model_final.pth), the training log and
 TensorBoard events, annotated validation images (OUTPUT/val_detections/*.png), and the analysis
 pictures (OUTPUT/analysis/: reliability diagram of the scores, precision-recall curves, training
